@@ -1,0 +1,42 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both build .venv/ themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+
+.PHONY: demo test lint typecheck imports pytest compliance bench clean
+
+$(STAMP): pyproject.toml setup.py setup.cfg
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mlsockets serve examples.echo:app --bind 127.0.0.1:$(PORT)
+
+test: lint typecheck imports pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
+pytest: $(STAMP)
+	$(BIN)/python -m gevent.monkey --module pytest -m "not slow" --cov --cov-report=term $(PYTEST_ARGS)
+	$(BIN)/python -m coverage report --include='mlsockets/protocol/*' --fail-under=100
+
+compliance: $(STAMP)
+	bash benchmarks/compliance.sh
+
+bench: $(STAMP)
+	bash benchmarks/bench.sh
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage

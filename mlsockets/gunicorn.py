@@ -1,0 +1,44 @@
+"""``gunicorn -k mlsockets.gunicorn.GeventWebSocketWorker module:app``.
+
+gunicorn's own gevent pywsgi worker, with the mlsockets handler plugged into its one seam
+(``wsgi_handler``), a reaper per listener for heartbeats and deadlines, and a graceful 1001
+for every WebSocket when the worker stops (SIGTERM, SIGINT, or a HUP reload that replaces
+it). WebSocket settings come from ``MLSOCKETS_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
+
+from mlsockets.protocol.frames import CloseCode
+from mlsockets.transport.gevent.handler import WebSocketHandlerMixin
+from mlsockets.transport.gevent.options import ServerOptions
+from mlsockets.transport.gevent.reaper import Reaper
+
+__all__ = ["GeventWebSocketWorker", "GunicornWebSocketHandler", "GunicornWebSocketServer"]
+
+
+class GunicornWebSocketHandler(WebSocketHandlerMixin, PyWSGIHandler):  # type: ignore[misc]
+    """gunicorn's pywsgi handler (access log, environ) plus the WebSocket upgrade."""
+
+
+class GunicornWebSocketServer(PyWSGIServer):  # type: ignore[misc]
+    """Closes every WebSocket with 1001 when gunicorn stops accepting (shutdown, reload)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ws_options = ServerOptions.from_env()
+        self.ws_reaper = Reaper()
+
+    def close(self) -> None:
+        super().close()
+        self.ws_reaper.close_all(CloseCode.GOING_AWAY, "server shutting down")
+
+
+class GeventWebSocketWorker(GeventPyWSGIWorker):  # type: ignore[misc]
+    """Drop-in replacement for ``geventwebsocket.gunicorn.workers.GeventWebSocketWorker``."""
+
+    server_class = GunicornWebSocketServer
+    wsgi_handler = GunicornWebSocketHandler

@@ -1,0 +1,1 @@
+"""Adapters that run the sans-I/O protocol over real sockets."""

@@ -1,0 +1,278 @@
+"""The pywsgi handler: validates an upgrade, lets the WSGI app decide, then sends the 101.
+
+ARCHITECTURE.md, "The handshake": the app sees an ordinary request with an
+:class:`~mlsockets.auth.Upgrade` in ``environ["mlsockets.upgrade"]`` and either accepts or
+answers with any HTTP response (401, 403...), which the client receives exactly, with no 101.
+A malformed handshake never reaches the app: it gets 400 / 405 / 426 here.
+
+Works under our :class:`~mlsockets.transport.gevent.server.Server`, under a plain
+``gevent.pywsgi.WSGIServer(..., handler_class=WebSocketHandler)`` and (through the mixin)
+under gunicorn's pywsgi worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+from gevent import pywsgi
+
+from mlsockets.auth import ANONYMOUS, UPGRADE_ENVIRON_KEY, HandshakeRequest, Principal, RawWebSocket
+from mlsockets.exceptions import ConnectionClosed, InvalidState
+from mlsockets.protocol import handshake
+from mlsockets.protocol.connection import Protocol, Side
+from mlsockets.protocol.frames import CloseCode
+from mlsockets.transport.gevent.connection import WebSocket
+from mlsockets.transport.gevent.options import ServerOptions
+from mlsockets.transport.gevent.reaper import Reaper
+
+__all__ = ["GeventUpgrade", "WebSocketHandlerMixin", "WebSocketHandler"]
+
+logger = logging.getLogger("mlsockets.transport")
+
+_DEFAULT_OPTIONS = ServerOptions()
+
+
+class GeventUpgrade:
+    """The :class:`~mlsockets.auth.Upgrade` offered to the WSGI app for one handshake."""
+
+    __slots__ = (
+        "_handler",
+        "_client_request",
+        "_accepted",
+        "_request",
+        "ws",
+        "principal",
+        "handler",
+    )
+
+    def __init__(
+        self,
+        handler: WebSocketHandlerMixin,
+        client_request: handshake.ClientRequest,
+        accepted: handshake.Accepted,
+        ws: WebSocket,
+    ) -> None:
+        self._handler = handler
+        self._client_request = client_request
+        self._accepted: handshake.Accepted | None = accepted
+        self._request: HandshakeRequest | None = None
+        self.ws = ws
+        self.principal: Principal | None = None
+        self.handler: Callable[[RawWebSocket], object] | None = None
+
+    @property
+    def request(self) -> HandshakeRequest:
+        if self._request is None:
+            self._request = HandshakeRequest.from_environ(self.ws.environ)
+        return self._request
+
+    @property
+    def accepted(self) -> bool:
+        return self.principal is not None
+
+    def accept(
+        self,
+        principal: Principal | None = None,
+        subprotocol: str | None = None,
+        handler: Callable[[RawWebSocket], object] | None = None,
+    ) -> WebSocket:
+        """See :meth:`mlsockets.auth.Upgrade.accept`."""
+        accepted = self._accepted
+        if accepted is None or self.principal is not None:
+            raise InvalidState("this handshake was already accepted")
+        if subprotocol is not None and subprotocol not in self._client_request.subprotocols:
+            raise InvalidState(f"subprotocol {subprotocol!r} was not offered by the client")
+        self.principal = principal or ANONYMOUS
+        self.handler = handler
+        headers = accepted.headers
+        if subprotocol is not None:
+            headers += (("Sec-WebSocket-Protocol", subprotocol),)
+        self._accepted = None
+        self._handler.ws_switch(headers, accepted, subprotocol, now=handler is None)
+        return self.ws
+
+
+class WebSocketHandlerMixin:
+    """Adds the WebSocket upgrade to a ``gevent.pywsgi.WSGIHandler`` subclass."""
+
+    # Provided by pywsgi.WSGIHandler:
+    socket: Any
+    rfile: Any
+    server: Any
+    environ: dict[str, Any]
+    command: str
+    request_version: str
+    application: Callable[..., Any]
+    result: Any
+    status: Any
+    code: Any
+    response_headers: Any
+    response_length: int
+    close_connection: bool
+    start_response: Callable[..., Any]
+    write: Callable[[bytes], None]
+    process_result: Callable[[], None]
+
+    _ws_protocol: Protocol | None = None
+    _ws_started = False
+
+    def _ws_options(self) -> ServerOptions:
+        options: ServerOptions = getattr(self.server, "ws_options", _DEFAULT_OPTIONS)
+        return options
+
+    def _ws_reaper(self) -> Reaper:
+        reaper: Reaper | None = getattr(self.server, "ws_reaper", None)
+        if reaper is None:  # a plain pywsgi.WSGIServer: attach one
+            reaper = self.server.ws_reaper = Reaper()
+        return reaper
+
+    def handle_one_request(self) -> Any:
+        # The request head must arrive within handshake_timeout (slowloris defence).
+        self._ws_reaper().arm(self.socket, self._ws_options().handshake_timeout)
+        try:
+            return super().handle_one_request()  # type: ignore[misc]
+        finally:
+            self._ws_reaper().disarm(self.socket)
+
+    def read_request(self, raw_requestline: str) -> Any:
+        result = super().read_request(raw_requestline)  # type: ignore[misc]
+        self._ws_reaper().disarm(self.socket)
+        return result
+
+    def run_application(self) -> None:
+        environ = self.environ
+        if "websocket" not in environ.get("HTTP_UPGRADE", "").lower():
+            super().run_application()  # type: ignore[misc]
+            return
+        self.close_connection = True  # no keep-alive after a handshake, whatever happens
+        options = self._ws_options()
+        request = handshake.validate_request(
+            self.command, self.request_version, handshake.headers_from_environ(environ)
+        )
+        if isinstance(request, handshake.Rejection):
+            self._ws_reject(request)
+            return
+        accepted = handshake.accept(request, deflate=options.compression)
+        if isinstance(accepted, handshake.Rejection):
+            self._ws_reject(accepted)
+            return
+        ws = WebSocket(self.socket, options, self._ws_reaper(), environ)
+        upgrade = GeventUpgrade(self, request, accepted, ws)
+        # gevent-websocket apps use environ["wsgi.websocket"] directly: first use accepts.
+        ws._activate = upgrade.accept
+        environ[UPGRADE_ENVIRON_KEY] = upgrade
+        environ["wsgi.websocket"] = ws
+        environ["wsgi.websocket_version"] = "13"
+        try:
+            self.result = self.application(environ, self.start_response)
+            if not upgrade.accepted:
+                self.process_result()  # the app's own answer: 401, 403, 200...
+                return
+        except BaseException:
+            if not upgrade.accepted:
+                raise  # pywsgi answers 500 and logs
+            logger.exception("WebSocket application failed")
+            ws.fail(CloseCode.INTERNAL_ERROR, "internal error")
+            return
+        finally:
+            close = getattr(self.result, "close", None)
+            self.result = None
+            if close is not None:
+                close()
+        if upgrade.handler is not None:
+            self.ws_switch_deferred(upgrade)
+        self._ws_finish(ws)
+
+    def _ws_reject(self, rejection: handshake.Rejection) -> None:
+        body = (rejection.reason + "\n").encode()
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            *rejection.headers,
+        ]
+        self.start_response(f"{rejection.status} {_reason_phrase(rejection.status)}", headers)
+        self.write(body)
+
+    def ws_switch(
+        self,
+        headers: tuple[tuple[str, str], ...],
+        accepted: handshake.Accepted,
+        subprotocol: str | None,
+        *,
+        now: bool,
+    ) -> None:
+        """Called by :meth:`GeventUpgrade.accept`: build the Protocol; send the 101 now
+        (inline use) or after the app returns (deferred handler)."""
+        options = self._ws_options()
+        self._ws_protocol = Protocol(
+            Side.SERVER, max_message_size=options.max_message_size, deflate=accepted.deflate
+        )
+        self._ws_headers = headers
+        self._ws_subprotocol = subprotocol
+        if now:
+            self._ws_send_101()
+
+    def ws_switch_deferred(self, upgrade: GeventUpgrade) -> None:
+        """Send the 101 and run the app's handler, outside the app's request context."""
+        self._ws_send_101()
+        assert upgrade.handler is not None
+        try:
+            upgrade.handler(upgrade.ws)
+        except ConnectionClosed:
+            pass  # the peer went away while the handler was sending: not an error
+        except Exception:
+            logger.exception("WebSocket handler failed")
+            upgrade.ws.fail(CloseCode.INTERNAL_ERROR, "internal error")
+
+    def _ws_send_101(self) -> None:
+        if self._ws_started:
+            return
+        self._ws_started = True
+        self.socket.sendall(handshake.serialize_response(101, self._ws_headers))
+        self.status = b"101 Switching Protocols"
+        self.code = 101
+        self.response_headers = []
+        ws: WebSocket = self.environ["wsgi.websocket"]
+        assert self._ws_protocol is not None
+        ws.open(self._ws_protocol, self._ws_subprotocol, self._ws_take_buffered())
+        # The connection now belongs to the WebSocket; pywsgi must not parse it as HTTP.
+        self.environ.pop("wsgi.input", None)
+
+    def _ws_take_buffered(self) -> bytes:
+        """Bytes the HTTP parser read past the request head (a client that pipelined its
+        first frames right behind the handshake)."""
+        rfile = self.rfile
+        sock = self.socket
+        timeout = sock.gettimeout()
+        sock.settimeout(0.0)
+        try:
+            data: bytes = rfile.peek(1) if not rfile.closed else b""
+            if data:
+                data = rfile.read(len(data))
+        except (OSError, ValueError):
+            data = b""
+        finally:
+            sock.settimeout(timeout)
+        return data
+
+    def _ws_finish(self, ws: WebSocket) -> None:
+        """The app (or its handler) returned: complete the closing handshake."""
+        if ws._protocol is None:
+            return
+        if not ws.closed:
+            ws.close(CloseCode.NORMAL_CLOSURE)
+        ws.wait_closed()
+
+
+def _reason_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+class WebSocketHandler(WebSocketHandlerMixin, pywsgi.WSGIHandler):  # type: ignore[misc]
+    """``handler_class`` for ``gevent.pywsgi.WSGIServer``: HTTP and WebSocket on one port."""

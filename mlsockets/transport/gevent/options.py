@@ -1,0 +1,92 @@
+"""Per-server settings of the gevent transport."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+
+from mlsockets.exceptions import ConfigurationError
+from mlsockets.protocol.connection import DEFAULT_MAX_MESSAGE_SIZE
+from mlsockets.protocol.deflate import DeflateConfig
+
+__all__ = ["ServerOptions"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """How a server treats its WebSocket connections.
+
+    Attributes:
+        max_message_size: largest incoming message in bytes (1009 beyond it); None: no limit.
+        max_queue: outbound bytes a connection may have waiting in user space before it
+            counts as a slow consumer and is dropped (1008) with a WARNING. A single message
+            larger than this is still sent when the queue was below the limit.
+        ping_interval: seconds of silence from a client before the server pings it; 0 or
+            None turns heartbeats off.
+        ping_timeout: seconds to wait for any data after a ping before closing with 1011.
+        handshake_timeout: seconds a client has to send its complete request head.
+        close_timeout: seconds to wait for the peer's Close frame (and for pending output)
+            before the TCP connection is closed anyway.
+        compression: permessage-deflate settings, or None to refuse compression.
+        shutdown_grace: seconds to let connections finish their closing handshake on
+            SIGTERM / SIGINT before the process exits.
+    """
+
+    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE
+    max_queue: int = 1 << 20
+    ping_interval: float | None = 20.0
+    ping_timeout: float = 20.0
+    handshake_timeout: float = 10.0
+    close_timeout: float = 5.0
+    compression: DeflateConfig | None = field(default_factory=DeflateConfig)
+    shutdown_grace: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_message_size is not None and self.max_message_size <= 0:
+            raise ConfigurationError("max_message_size must be positive or None")
+        if self.max_queue <= 0:
+            raise ConfigurationError("max_queue must be positive")
+        for name in ("ping_timeout", "handshake_timeout", "close_timeout", "shutdown_grace"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{name} must be positive")
+        if self.ping_interval is not None and self.ping_interval < 0:
+            raise ConfigurationError("ping_interval must be >= 0")
+
+    def replace(self, **changes: object) -> ServerOptions:
+        """A copy with some settings changed (validated again)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerOptions:
+        """Read ``MLSOCKETS_<SETTING>`` variables (e.g. ``MLSOCKETS_PING_INTERVAL=30``).
+
+        ``MLSOCKETS_COMPRESSION=0`` turns compression off; ``MLSOCKETS_MAX_MESSAGE_SIZE=0``
+        removes the size limit. A bad value raises ConfigurationError naming the variable.
+        """
+        env = os.environ if environ is None else environ
+        changes: dict[str, object] = {}
+        for f in fields(cls):
+            var = f"MLSOCKETS_{f.name.upper()}"
+            raw = env.get(var)
+            if raw is None:
+                continue
+            try:
+                if f.name == "compression":
+                    changes[f.name] = DeflateConfig() if _truthy(raw, var) else None
+                elif f.name in ("max_message_size", "max_queue"):
+                    changes[f.name] = int(raw) or None
+                else:
+                    changes[f.name] = float(raw)
+            except ValueError:
+                raise ConfigurationError(f"{var}={raw!r} is not a valid number") from None
+        return cls(**changes)  # type: ignore[arg-type]
+
+
+def _truthy(raw: str, var: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{var}={raw!r}: expected one of 1/0, true/false, yes/no, on/off")
