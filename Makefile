@@ -35,8 +35,9 @@ pytest: $(STAMP)
 compliance: $(STAMP)
 	bash benchmarks/compliance.sh
 
+# BENCH_ARGS: passed to bench.sh, e.g. make bench BENCH_ARGS="-r 1 -s echo32,echo4k -d 2"
 bench: $(STAMP)
-	bash benchmarks/bench.sh
+	bash benchmarks/bench.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage

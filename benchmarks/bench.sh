@@ -14,7 +14,7 @@
 #   BENCH_SRC  (default <repo>/../shared/tools/bench), with its own venv (requirements.txt:
 #              gevent-websocket etc.), loadgen built with cc -O2, node_modules if npm works.
 # Raw results: benchmarks/results/{mlsockets,gevent-websocket}/ (gitignored, wiped per run).
-# Only one benchmark may run at a time on this machine (flock on $BENCH_DIR/.bench.lock).
+# Only one benchmark may run at a time on this machine (flock on ${TMPDIR:-/tmp}/mlsockets-bench.lock).
 # Exit status: 0 if every run of both servers finished without load-generator errors.
 set -u -o pipefail
 
@@ -29,8 +29,9 @@ usage() { sed -n '2,/^set -u/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1
 die() { echo "bench: $*" >&2; exit 2; }
 
 # the exact command line, for the report
+quote() { if [[ "$1" =~ ^[A-Za-z0-9_./,=:+-]+$ ]]; then echo "$1"; else echo "'${1//\'/\'\\\'\'}'"; fi; }
 COMMAND="bash benchmarks/bench.sh"
-for a in "$@"; do COMMAND+=" $(printf '%q' "$a")"; done
+for a in "$@"; do COMMAND+=" $(quote "$a")"; done
 
 REPEATS=3 SCEN="connect,echo32,echo4k,echo32p,lat32,fan1k,fan10k" PORT=18100
 PASS=()
@@ -47,6 +48,7 @@ while [ $# -gt 0 ]; do
 done
 [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || die "-r must be a positive integer"
 [[ "$PORT" =~ ^[0-9]+$ ]] || die "-p must be a port number"
+cd "$ROOT" || die "cannot cd to $ROOT"
 [ -x "$PY" ] || die "$PY not found: run 'make bench' (it builds .venv) or make the venv first"
 
 # ---- the harness copy -------------------------------------------------------------
@@ -96,8 +98,9 @@ setup_harness
 
 # ---- one benchmark at a time --------------------------------------------------------
 if command -v flock >/dev/null 2>&1; then
-    exec 9>"$BENCH_DIR/.bench.lock"
-    flock -n 9 || die "another benchmark holds $BENCH_DIR/.bench.lock; run one at a time"
+    LOCK="${TMPDIR:-/tmp}/mlsockets-bench.lock"
+    exec 9>>"$LOCK"
+    flock -n 9 || die "another benchmark holds $LOCK; run one at a time"
 fi
 
 # ---- the two servers, one after the other --------------------------------------------
@@ -106,6 +109,17 @@ NRUNS=$(( ${#SC_LIST[@]} * REPEATS ))
 FAILED=()
 START=$(date +%s)
 STARTED_AT="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+
+# other load on the machine perturbs the numbers: note who is busy, sample the load average
+busy_others() { # processes above 10% CPU over one second (top's second sample), not ours
+    top -b -c -n 2 -d 1 -w 300 2>/dev/null | awk '
+        /^top -/ { n++ } n == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 >= 10 { c = $12; for (i = 13; i <= NF; i++) c = c " " $i; printf "%s%.0f%% %s", sep, $9, substr(c, 1, 60); sep = "; " }'
+}
+BUSY_START="$(busy_others)"
+mkdir -p "$RESULTS"
+( while sleep 20; do cut -d' ' -f1 /proc/loadavg; done ) >"$RESULTS/loadavg.log" 2>/dev/null &
+SAMPLER=$!
+trap 'kill "$SAMPLER" 2>/dev/null' EXIT
 
 run_one() { # name first-port SERVER_CMD...
     local name="$1" port="$2"; shift 2
@@ -125,16 +139,26 @@ run_one gevent-websocket "$((PORT + NRUNS + 20))" \
     "$BENCH_DIR/.venv/bin/python" "$BENCH_DIR/servers/gevent_ws.py"
 
 WALL=$(( $(date +%s) - START ))
+kill "$SAMPLER" 2>/dev/null
+LOADAVG="$(sort -n "$RESULTS/loadavg.log" | awk '{ v[NR] = $1 } END {
+    if (NR) printf "min %s / median %s / max %s over %d samples (20 s apart)", v[1], v[int((NR + 1) / 2)], v[NR], NR
+    else printf "no samples" }')"
+BUSY_END="$(busy_others)"
 VERSIONS="$("$PY" -c 'import gevent, mlsockets; print(f"mlsockets {mlsockets.__version__}, gevent {gevent.__version__}")' 2>/dev/null || echo '?')"
-REF_VERSIONS="$("$BENCH_DIR/.venv/bin/python" -c 'from importlib.metadata import version as v; print(f"gevent-websocket {v(\"gevent-websocket\")}, gevent {v(\"gevent\")}")' 2>/dev/null || echo '?')"
+REF_VERSIONS="$("$BENCH_DIR/.venv/bin/python" -c 'from importlib.metadata import version as v
+print("gevent-websocket", v("gevent-websocket") + ", gevent", v("gevent"))' 2>/dev/null || echo '?')"
 
 python3 "$ROOT/benchmarks/ratios.py" \
     --mlsockets "$RESULTS/mlsockets" --reference "$RESULTS/gevent-websocket" \
     --summarize "$BENCH_DIR/summarize.py" --out "$REPORT" --command "$COMMAND" \
+    --scenarios "$SCEN" --repeats "$REPEATS" \
     --info "started=$STARTED_AT" --info "wall time=${WALL} s ($((WALL / 60)) min $((WALL % 60)) s)" \
     --info "mlsockets server=.venv/bin/python benchmarks/server.py ($VERSIONS)" \
     --info "reference server=$BENCH_DIR/servers/gevent_ws.py ($REF_VERSIONS, no wsaccel)" \
     --info "harness=$BENCH_DIR (copy of $BENCH_SRC)" \
-    --info "run.sh failures=${FAILED[*]:-none}" || die "ratios.py failed"
+    --info "run.sh failures=${FAILED[*]:-none}" \
+    --info "1-min load average during the run=$LOADAVG; the benchmark alone accounts for about 1-1.5 on these 2 cores" \
+    --info "other processes above 10% CPU at start=${BUSY_START:-none}" \
+    --info "other processes above 10% CPU at end=${BUSY_END:-none}" || die "ratios.py failed"
 echo "bench: wrote $REPORT (wall time ${WALL} s)"
 [ ${#FAILED[@]} = 0 ]

@@ -24,27 +24,28 @@ from mlsockets import DeflateConfig, RawWebSocket, ServerOptions  # noqa: E402
 from mlsockets.transport.gevent import Server, WebSocket, broadcast  # noqa: E402
 
 subscribers: set[WebSocket] = set()
+publishers: set[WebSocket] = set()
+greeted: set[WebSocket] = set()
 
 
-def echo(ws: RawWebSocket) -> None:
-    receive, send = ws.receive, ws.send
-    while (message := receive()) is not None:
-        send(message)
+def echo(ws: RawWebSocket, message: str | bytes) -> None:
+    ws.send(message)
 
 
-def fanout(ws: WebSocket) -> None:
-    subscribers.add(ws)
-    try:
-        first = ws.receive()
-        if first == "pub":
+def fanout(ws: WebSocket, message: str | bytes) -> None:
+    if ws in publishers:
+        broadcast(subscribers, message)
+    elif ws not in greeted:
+        greeted.add(ws)  # only a connection's first message can make it the publisher
+        if message == "pub":
             subscribers.discard(ws)
-            for message in ws:
-                broadcast(subscribers, message)
-        else:
-            while first is not None:
-                first = ws.receive()
-    finally:
-        subscribers.discard(ws)
+            publishers.add(ws)
+
+
+def fanout_closed(ws: WebSocket) -> None:
+    subscribers.discard(ws)
+    publishers.discard(ws)
+    greeted.discard(ws)
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -52,8 +53,10 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
     if upgrade is None:
         start_response("400 Bad Request", [("Content-Type", "text/plain")])
         return [b"WebSocket only\n"]
-    path = environ.get("PATH_INFO", "/")
-    upgrade.accept(handler=fanout if path == "/fanout" else echo)
+    if environ.get("PATH_INFO") == "/fanout":
+        subscribers.add(upgrade.accept(on_message=fanout, on_close=fanout_closed))
+    else:
+        upgrade.accept(on_message=echo)
     return []
 
 

@@ -133,13 +133,19 @@ class Upgrade(Protocol):
         principal: Principal | None = None,
         subprotocol: str | None = None,
         handler: Callable[[RawWebSocket], object] | None = None,
+        *,
+        on_message: Callable[[RawWebSocket, Message], object] | None = None,
+        on_close: Callable[[RawWebSocket], object] | None = None,
     ) -> RawWebSocket:
         """Accept the handshake.
 
         With ``handler``, the 101 is sent only after the WSGI application has returned (its
         response is discarded), then ``handler(ws)`` runs in the connection's greenlet,
-        outside any request context. Without it, the 101 is sent now and the returned
-        WebSocket is used inline, gevent-websocket style, until the application returns.
+        outside any request context. With ``on_message`` (callback mode), the same, but no
+        greenlet is held while the connection is idle: ``on_message(ws, message)`` runs in a
+        worker greenlet for each message, in order, and ``on_close(ws)`` once at the end.
+        With neither, the 101 is sent now and the returned WebSocket is used inline,
+        gevent-websocket style, until the application returns.
 
         Raises:
             InvalidState: already accepted, or ``subprotocol`` was not offered.

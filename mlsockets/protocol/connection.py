@@ -108,6 +108,32 @@ class Protocol:
             unpredictable, so the default is ``os.urandom``).
     """
 
+    # Slots: a server holds one Protocol per idle connection; a __dict__ would double its size.
+    __slots__ = (
+        "side",
+        "max_message_size",
+        "deflate",
+        "auto_pong",
+        "_mask_source",
+        "_state",
+        "_buf",
+        "_events",
+        "_out",
+        "_frag_opcode",
+        "_frag_parts",
+        "_frag_size",
+        "_frag_wire_size",
+        "_frag_compressed",
+        "_frag_decoder",
+        "_send_frag_opcode",
+        "_send_frag_compressed",
+        "_discard_input",
+        "failure",
+        "close_rcvd",
+        "close_sent",
+        "_eof",
+    )
+
     def __init__(
         self,
         side: Side = Side.SERVER,

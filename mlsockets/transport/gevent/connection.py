@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 from gevent import get_hub
 
-from mlsockets.exceptions import ConnectionClosedError, ConnectionClosedOK
+from mlsockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from mlsockets.protocol.connection import Close, Protocol, State
 from mlsockets.protocol.frames import CloseCode, Opcode, serialize_header
 from mlsockets.transport.gevent.compat import GeventWebSocketCompat
@@ -71,6 +71,10 @@ class WebSocket(GeventWebSocketCompat):
         "last_recv",
         "ping_sent_at",
         "deadline",
+        "_watcher",
+        "_on_message",
+        "_on_close",
+        "_worker",
         "__weakref__",
     )
 
@@ -106,6 +110,10 @@ class WebSocket(GeventWebSocketCompat):
         self.last_recv = _monotonic()
         self.ping_sent_at: float | None = None
         self.deadline: float | None = None
+        self._watcher: Any = None
+        self._on_message: Callable[[WebSocket, Message], object] | None = None
+        self._on_close: Callable[[WebSocket], object] | None = None
+        self._worker: gevent.Greenlet[Any, Any] | None = None
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -195,6 +203,8 @@ class WebSocket(GeventWebSocketCompat):
         greenlet is inside :meth:`receive`, so pongs and closes of idle readers are seen)."""
         if self._reading or self._transport_closed or self._protocol is None:
             return
+        if self._watcher is not None:
+            return  # callback mode: the hub reads whenever data arrives
         if len(self._events) - self._event_pos > 1024:
             return  # the application is not reading; let TCP push back on the client
         if self._raw_send is None:
@@ -228,6 +238,103 @@ class WebSocket(GeventWebSocketCompat):
                     "closing connection: %s (%d)", protocol.failure.reason, protocol.failure.code
                 )
             self._close_transport()
+
+    # -- callback mode ---------------------------------------------------------------
+
+    def serve_callbacks(
+        self,
+        on_message: Callable[[WebSocket, Message], object],
+        on_close: Callable[[WebSocket], object] | None = None,
+    ) -> None:
+        """Deliver messages to ``on_message(ws, message)`` instead of :meth:`receive`.
+
+        No greenlet is held while the connection is idle: the hub reads when the socket is
+        readable, and a worker greenlet is spawned only while messages wait, calling
+        ``on_message`` for each in order (it may block). ``on_close(ws)`` runs once, in a
+        worker, after the connection closed. Returns at once; call only after :meth:`open`,
+        from the greenlet that owns the connection.
+        """
+        self._on_message = on_message
+        self._on_close = on_close
+        if self._raw_send is None:
+            # TLS: the hub cannot do partial SSL reads; keep a reading greenlet instead.
+            self._worker = gevent.spawn(self._blocking_worker)
+            return
+        self._watcher = get_hub().loop.io(self._sock.fileno(), 1)
+        self._watcher.start(self._on_readable)
+        if self._event_pos < len(self._events) or self._transport_closed:
+            self._dispatch()
+
+    def _on_readable(self) -> None:
+        """libev callback (runs in the hub): read once, parse, hand messages to a worker."""
+        try:
+            data = self._sock._sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        self._feed(data)
+        if self._event_pos < len(self._events) or self._transport_closed:
+            self._dispatch()
+            if len(self._events) - self._event_pos > 256 and self._watcher is not None:
+                self._watcher.stop()  # the worker is behind: let TCP push back on the peer
+
+    def _dispatch(self) -> None:
+        if self._worker is None:
+            self._worker = gevent.spawn(self._run_worker)
+
+    def _run_worker(self) -> None:
+        on_message = self._on_message
+        try:
+            while on_message is not None and self._event_pos < len(self._events):
+                message = self._events[self._event_pos]
+                self._event_pos += 1
+                try:
+                    on_message(self, message)
+                except ConnectionClosed:
+                    pass  # the peer left while the handler was sending
+                except Exception:
+                    logger.exception("WebSocket on_message handler failed")
+                    self.fail(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            self._worker = None
+        watcher = self._watcher
+        if self._transport_closed:
+            self._notify_closed()
+        elif watcher is not None and not watcher.active:
+            watcher.start(self._on_readable)
+
+    def _blocking_worker(self) -> None:
+        on_message = self._on_message
+        assert on_message is not None
+        try:
+            while (message := self.receive()) is not None:
+                try:
+                    on_message(self, message)
+                except ConnectionClosed:
+                    pass
+                except Exception:
+                    logger.exception("WebSocket on_message handler failed")
+                    self.fail(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            self._worker = None
+        self._notify_closed()
+
+    def _notify_closed(self) -> None:
+        on_close = self._on_close
+        self._on_close = None
+        self._on_message = None
+        if on_close is not None:
+            try:
+                on_close(self)
+            except Exception:
+                logger.exception("WebSocket on_close handler failed")
+
+    def rebind(self, sock: Any) -> None:
+        """Use ``sock`` (the same connection, detached from its HTTP handler) from now on."""
+        self._sock = sock
+        raw = getattr(sock, "_sock", None)
+        self._raw_send = raw.send if raw is not None else None
 
     # -- sending -----------------------------------------------------------------------
 
@@ -360,7 +467,12 @@ class WebSocket(GeventWebSocketCompat):
             protocol.send_close(code, reason)
             self._queue(protocol.data_to_send())
             self.deadline = _monotonic() + self._options.close_timeout
-        if wait and not self._reading and gevent.getcurrent() is not get_hub():
+        if (
+            wait
+            and self._watcher is None
+            and not self._reading
+            and gevent.getcurrent() is not get_hub()
+        ):
             while not self._transport_closed:
                 self._read(blocking=True)
 
@@ -421,6 +533,13 @@ class WebSocket(GeventWebSocketCompat):
         if protocol is not None and protocol.state is not State.CLOSED:
             protocol.receive_eof()
         self._reaper.discard(self)
+        watcher = self._watcher
+        if watcher is not None:
+            self._watcher = None
+            watcher.stop()
+            watcher.close()
+            if self._on_close is not None:
+                self._dispatch()  # the worker calls on_close once the queue is drained
 
     def _close_socket(self) -> None:
         try:

@@ -25,8 +25,10 @@ from mlsockets.protocol import handshake
 from mlsockets.protocol.connection import Protocol, Side
 from mlsockets.protocol.frames import CloseCode
 from mlsockets.transport.gevent.connection import WebSocket
+from mlsockets.transport.gevent.headers import RequestHead
 from mlsockets.transport.gevent.options import ServerOptions
 from mlsockets.transport.gevent.reaper import Reaper
+from mlsockets.typing import Message
 
 __all__ = ["GeventUpgrade", "WebSocketHandlerMixin", "WebSocketHandler"]
 
@@ -46,6 +48,8 @@ class GeventUpgrade:
         "ws",
         "principal",
         "handler",
+        "on_message",
+        "on_close",
     )
 
     def __init__(
@@ -62,6 +66,8 @@ class GeventUpgrade:
         self.ws = ws
         self.principal: Principal | None = None
         self.handler: Callable[[RawWebSocket], object] | None = None
+        self.on_message: Callable[[RawWebSocket, Message], object] | None = None
+        self.on_close: Callable[[RawWebSocket], object] | None = None
 
     @property
     def request(self) -> HandshakeRequest:
@@ -78,20 +84,30 @@ class GeventUpgrade:
         principal: Principal | None = None,
         subprotocol: str | None = None,
         handler: Callable[[RawWebSocket], object] | None = None,
+        *,
+        on_message: Callable[[RawWebSocket, Message], object] | None = None,
+        on_close: Callable[[RawWebSocket], object] | None = None,
     ) -> WebSocket:
         """See :meth:`mlsockets.auth.Upgrade.accept`."""
         accepted = self._accepted
         if accepted is None or self.principal is not None:
             raise InvalidState("this handshake was already accepted")
+        if handler is not None and on_message is not None:
+            raise InvalidState("pass either handler or on_message, not both")
+        if on_close is not None and on_message is None:
+            raise InvalidState("on_close needs on_message")
         if subprotocol is not None and subprotocol not in self._client_request.subprotocols:
             raise InvalidState(f"subprotocol {subprotocol!r} was not offered by the client")
         self.principal = principal or ANONYMOUS
         self.handler = handler
+        self.on_message = on_message
+        self.on_close = on_close
         headers = accepted.headers
         if subprotocol is not None:
             headers += (("Sec-WebSocket-Protocol", subprotocol),)
         self._accepted = None
-        self._handler.ws_switch(headers, accepted, subprotocol, now=handler is None)
+        deferred = handler is not None or on_message is not None
+        self._handler.ws_switch(headers, accepted, subprotocol, now=not deferred)
         return self.ws
 
 
@@ -116,8 +132,13 @@ class WebSocketHandlerMixin:
     write: Callable[[bytes], None]
     process_result: Callable[[], None]
 
+    wsgi_input: Any
     _ws_protocol: Protocol | None = None
     _ws_started = False
+    headers: Any
+
+    def MessageClass(self, fp: Any, *args: Any) -> RequestHead:  # noqa: N802 - pywsgi's name
+        return RequestHead(fp)
 
     def _ws_options(self) -> ServerOptions:
         options: ServerOptions = getattr(self.server, "ws_options", _DEFAULT_OPTIONS)
@@ -149,8 +170,12 @@ class WebSocketHandlerMixin:
             return
         self.close_connection = True  # no keep-alive after a handshake, whatever happens
         options = self._ws_options()
+        head = self.headers
+        lowered = head.lowered() if isinstance(head, RequestHead) else None
         request = handshake.validate_request(
-            self.command, self.request_version, handshake.headers_from_environ(environ)
+            self.command,
+            self.request_version,
+            lowered if lowered is not None else handshake.headers_from_environ(environ),
         )
         if isinstance(request, handshake.Rejection):
             self._ws_reject(request)
@@ -182,6 +207,10 @@ class WebSocketHandlerMixin:
             self.result = None
             if close is not None:
                 close()
+        if upgrade.on_message is not None:
+            self._ws_send_101(detach=True)
+            ws.serve_callbacks(upgrade.on_message, upgrade.on_close)
+            return  # the connection lives on without this greenlet
         if upgrade.handler is not None:
             self.ws_switch_deferred(upgrade)
         self._ws_finish(ws)
@@ -227,7 +256,9 @@ class WebSocketHandlerMixin:
             logger.exception("WebSocket handler failed")
             upgrade.ws.fail(CloseCode.INTERNAL_ERROR, "internal error")
 
-    def _ws_send_101(self) -> None:
+    def _ws_send_101(self, *, detach: bool = False) -> None:
+        """Send the 101 and open the WebSocket. With ``detach``, the WebSocket takes over the
+        socket and pywsgi forgets it, so the handler greenlet can end (callback mode)."""
         if self._ws_started:
             return
         self._ws_started = True
@@ -237,9 +268,18 @@ class WebSocketHandlerMixin:
         self.response_headers = []
         ws: WebSocket = self.environ["wsgi.websocket"]
         assert self._ws_protocol is not None
-        ws.open(self._ws_protocol, self._ws_subprotocol, self._ws_take_buffered())
-        # The connection now belongs to the WebSocket; pywsgi must not parse it as HTTP.
+        buffered = self._ws_take_buffered()
+        # The connection now belongs to the WebSocket: pywsgi must not parse it as HTTP, and
+        # its 8 KiB read buffer is freed (most of an idle connection's memory otherwise).
+        rfile = self.rfile
+        self.rfile = self.wsgi_input = _CLOSED_INPUT
         self.environ.pop("wsgi.input", None)
+        rfile.close()
+        if detach:
+            sock = self.socket
+            ws.rebind(type(sock)(sock.family, sock.type, sock.proto, fileno=sock.detach()))
+            self.socket = None
+        ws.open(self._ws_protocol, self._ws_subprotocol, buffered)
 
     def _ws_take_buffered(self) -> bytes:
         """Bytes the HTTP parser read past the request head (a client that pipelined its
@@ -265,6 +305,18 @@ class WebSocketHandlerMixin:
         if not ws.closed:
             ws.close(CloseCode.NORMAL_CLOSURE)
         ws.wait_closed()
+
+
+class _ClosedInput:
+    """Stands in for pywsgi's ``rfile`` and ``wsgi_input`` once the socket is upgraded."""
+
+    closed = True
+
+    def _discard(self) -> None:
+        pass
+
+
+_CLOSED_INPUT = _ClosedInput()
 
 
 def _reason_phrase(status: int) -> str:
