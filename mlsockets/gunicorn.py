@@ -33,8 +33,12 @@ class GunicornWebSocketServer(PyWSGIServer):  # type: ignore[misc]
         self.ws_reaper = Reaper()
 
     def close(self) -> None:
+        """Stop accepting, then close every WebSocket with 1001 and wait (bounded by
+        ``MLSOCKETS_SHUTDOWN_GRACE``) for the closing handshakes: gunicorn exits the worker
+        as soon as its pool is empty, and callback-mode connections are not in the pool."""
         super().close()
         self.ws_reaper.close_all(CloseCode.GOING_AWAY, "server shutting down")
+        self.ws_reaper.wait_empty(self.ws_options.shutdown_grace)
 
 
 class GeventWebSocketWorker(GeventPyWSGIWorker):  # type: ignore[misc]

@@ -92,6 +92,10 @@ class Close:
 Event = str | bytes | Ping | Pong | Close
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
+# Module constants: faster to look up than enum attributes on the hot path.
+_OPEN = State.OPEN
+_CLOSED = State.CLOSED
+_SERVER = Side.SERVER
 
 
 class Protocol:
@@ -203,7 +207,7 @@ class Protocol:
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the transport. Never raises for a peer's error."""
-        if self._input_closed() or not data:
+        if self._discard_input or self._state is _CLOSED or not data:
             return
         buf: bytes | bytearray
         if self._buf:
@@ -247,15 +251,20 @@ class Protocol:
         return events
 
     def _parse(self, buf: bytes | bytearray) -> int:
-        """Parse complete frames out of ``buf``; return how many bytes were consumed."""
+        """Parse complete frames out of ``buf``; return how many bytes were consumed.
+
+        The common frame (a whole, uncompressed text or binary message) is handled inline;
+        everything else goes through :meth:`_check_header` and :meth:`_data_frame`.
+        """
         pos = 0
         end = len(buf)
         server = self.side is Side.SERVER
+        limit = self.max_message_size
+        events = self._events
         while end - pos >= 2:
             b0 = buf[pos]
             b1 = buf[pos + 1]
             opcode = b0 & 0x0F
-            fin = b0 & 0x80
             length = b1 & 0x7F
             head = pos + 2
             if length == 126:
@@ -272,25 +281,42 @@ class Protocol:
                     raise ProtocolError("invalid frame length")
             masked = b1 & 0x80
             if masked:
-                if server is False:
+                if not server:
                     raise ProtocolError("masked frame from a server")  # section 5.1
                 if end - head < 4:
                     break
+                start = head + 4
             elif server:
                 raise ProtocolError("unmasked frame from a client")  # section 5.1
-            self._check_header(opcode, b0 & 0x70, fin, length)
-            start = head + 4 if masked else head
+            else:
+                start = head
+            # FIN set, RSV clear, text or binary, no fragmented message in progress:
+            simple = (b0 & 0xF0) == 0x80 and (opcode == 1 or opcode == 2) and not self._frag_opcode
+            if simple:
+                if limit is not None and length > limit:
+                    raise PayloadTooBig(f"message larger than {limit} bytes")
+            else:
+                self._check_header(opcode, b0 & 0x70, b0 & 0x80, length)
             if end - start < length:
                 break
-            if masked:
-                payload = apply_mask(buf[start : start + length], bytes(buf[head : head + 4]))
-            else:
-                payload = bytes(buf[start : start + length])
             pos = start + length
+            if masked:
+                payload = apply_mask(buf[start:pos], buf[head:start])
+            else:
+                payload = bytes(buf[start:pos])
+            if simple:
+                if opcode == 1:
+                    try:
+                        events.append(payload.decode())
+                    except UnicodeDecodeError:
+                        raise ProtocolError("invalid UTF-8 in a text message", 1007) from None
+                else:
+                    events.append(payload)
+                continue
             if opcode >= 8:
                 self._control_frame(opcode, payload)
             else:
-                self._data_frame(opcode, bool(fin), bool(b0 & 0x40), payload)
+                self._data_frame(opcode, bool(b0 & 0x80), bool(b0 & 0x40), payload)
             if self._input_closed():
                 break
         return pos
@@ -349,16 +375,7 @@ class Protocol:
             self.state = State.CLOSED
 
     def _data_frame(self, opcode: int, fin: bool, rsv1: bool, payload: bytes) -> None:
-        if opcode != Opcode.CONT:
-            if fin and not rsv1:  # the common case: one uncompressed frame
-                if opcode == Opcode.TEXT:
-                    try:
-                        self._events.append(payload.decode())
-                    except UnicodeDecodeError:
-                        raise ProtocolError("invalid UTF-8 in a text message", 1007) from None
-                else:
-                    self._events.append(payload)
-                return
+        if opcode != Opcode.CONT:  # the first frame of a fragmented or compressed message
             self._frag_opcode = opcode
             self._frag_compressed = rsv1
             self._frag_size = self._frag_wire_size = 0
@@ -417,7 +434,22 @@ class Protocol:
 
         ``bytes`` must already be UTF-8 (it is sent as is, the fast path for broadcasts).
         """
-        self._send_data(Opcode.TEXT, data.encode() if isinstance(data, str) else data, fin)
+        payload = data.encode() if isinstance(data, str) else data
+        if (
+            fin
+            and self.side is _SERVER
+            and self._state is _OPEN
+            and self.deflate is None
+            and not self._send_frag_opcode
+        ):
+            # The common case, inline: one unmasked, uncompressed frame.
+            n = len(payload)
+            if n < 126:
+                self._out.append(bytes((0x81, n)) + payload)
+            else:
+                self._out.append(serialize_header(Opcode.TEXT, n) + payload)
+            return
+        self._send_data(Opcode.TEXT, payload, fin)
 
     def send_binary(self, data: bytes | bytearray | memoryview, fin: bool = True) -> None:
         """Queue a binary message, or its first fragment when ``fin`` is false."""

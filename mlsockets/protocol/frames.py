@@ -76,7 +76,7 @@ def is_valid_close_code(code: int) -> bool:
     return code in _WIRE_CLOSE_CODES or 3000 <= code <= 4999
 
 
-def _apply_mask_py(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
+def _apply_mask_py(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
     """XOR ``data`` with the 4-byte ``mask`` repeated (RFC 6455 section 5.3).
 
     One big-integer XOR over the whole buffer: no per-byte Python loop.
@@ -88,7 +88,7 @@ def _apply_mask_py(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
-_mask_impl: Callable[[bytes | bytearray | memoryview, bytes], bytes]
+_mask_impl: Callable[[bytes | bytearray | memoryview, bytes | bytearray], bytes]
 try:
     from mlsockets.protocol._speedups import apply_mask as _mask_impl
 

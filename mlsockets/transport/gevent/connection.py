@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent import get_hub
+from gevent._waiter import Waiter
 
 from mlsockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from mlsockets.protocol.connection import Close, Protocol, State
@@ -113,7 +114,7 @@ class WebSocket(GeventWebSocketCompat):
         self._watcher: Any = None
         self._on_message: Callable[[WebSocket, Message], object] | None = None
         self._on_close: Callable[[WebSocket], object] | None = None
-        self._worker: gevent.Greenlet[Any, Any] | None = None
+        self._worker: object | None = None  # set while a worker greenlet serves this connection
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -281,9 +282,11 @@ class WebSocket(GeventWebSocketCompat):
 
     def _dispatch(self) -> None:
         if self._worker is None:
-            self._worker = gevent.spawn(self._run_worker)
+            self._worker = _WORKERS
+            _WORKERS.dispatch(self)
 
-    def _run_worker(self) -> None:
+    def run_callbacks(self) -> None:
+        """Deliver queued messages to ``on_message`` (called by a worker greenlet)."""
         on_message = self._on_message
         try:
             while on_message is not None and self._event_pos < len(self._events):
@@ -621,3 +624,40 @@ def broadcast(websockets: Iterable[WebSocket], message: Message) -> int:
                 ws._queue(frame[sent:])
         count += 1
     return count
+
+
+class _Workers:
+    """Greenlets that run callback-mode handlers, reused across connections.
+
+    Spawning a greenlet per burst of messages costs several times a switch into a parked
+    one, so finished workers wait (up to ``max_idle`` of them) for the next connection with
+    work. An idle connection holds no greenlet; the pool's size follows the number of
+    connections busy at the same moment.
+    """
+
+    def __init__(self, max_idle: int = 64) -> None:
+        self.max_idle = max_idle
+        self._idle: list[Waiter[Any]] = []
+
+    def dispatch(self, ws: WebSocket) -> None:
+        if self._idle:
+            waiter = self._idle.pop()
+            if gevent.getcurrent() is get_hub():
+                waiter.switch(ws)
+            else:
+                get_hub().loop.run_callback(waiter.switch, ws)
+        else:
+            gevent.spawn_raw(self._run, ws)
+
+    def _run(self, ws: WebSocket) -> None:
+        waiter: Waiter[Any] = Waiter()
+        while True:
+            ws.run_callbacks()
+            if len(self._idle) >= self.max_idle:
+                return
+            self._idle.append(waiter)
+            ws = waiter.get()
+            waiter.clear()
+
+
+_WORKERS = _Workers()

@@ -7,6 +7,7 @@ wakes about once a second and walks the connections it knows.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -74,11 +75,24 @@ class Reaper:
                 del self._heads[sock]
                 logger.info("closing a connection that sent no complete request head in time")
                 try:
+                    # close() alone is deferred while pywsgi's rfile (a makefile) is open, and
+                    # would not wake the handler blocked reading it; shutdown() does both.
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                try:
                     sock.close()
                 except OSError:  # pragma: no cover
                     pass
         for ws in list(self.connections):
             ws.tick(now)
+
+    def wait_empty(self, timeout: float) -> bool:
+        """Block until every connection closed or ``timeout`` seconds passed; True if empty."""
+        deadline = time.monotonic() + timeout
+        while self.connections and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        return not self.connections
 
     def close_all(self, code: int, reason: str) -> None:
         """Start the closing handshake on every connection (server shutdown)."""

@@ -14,6 +14,7 @@ import signal
 import socket
 import ssl
 import stat
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -187,7 +188,15 @@ class Server:
             server.close()
         logger.info("shutting down: closing %d WebSocket connections", len(self.reaper.connections))
         self.reaper.close_all(CloseCode.GOING_AWAY, "server shutting down")
-        if not self._pool.join(timeout=grace):
+        started = time.monotonic()
+        # Callback-mode connections have no greenlet in the pool: wait for them separately.
+        if not self.reaper.wait_empty(grace):
+            logger.warning(
+                "shutdown grace period over; dropping %d connections", len(self.reaper.connections)
+            )
+            for ws in list(self.reaper.connections):
+                ws.fail(CloseCode.GOING_AWAY, "server shutting down")
+        if not self._pool.join(timeout=max(0.1, grace - (time.monotonic() - started))):
             logger.warning("shutdown grace period over; dropping %d connections", len(self._pool))
             self._pool.kill(timeout=1)
         self.reaper.stop()
