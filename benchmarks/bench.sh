@@ -13,7 +13,9 @@
 #   BENCH_DIR  (default ${XDG_CACHE_HOME:-$HOME/.cache}/mlsockets/bench), copied from
 #   BENCH_SRC  (default <repo>/../shared/tools/bench), with its own venv (requirements.txt:
 #              gevent-websocket etc.), loadgen built with cc -O2, node_modules if npm works.
-# Raw results: benchmarks/results/{mlsockets,gevent-websocket}/ (gitignored, wiped per run).
+# Raw results: benchmarks/results/{mlsockets,gevent-websocket}/ (gitignored, wiped per run);
+# BENCH_RESULTS / BENCH_REPORT move them and the report (e.g. a quick run without touching
+# benchmarks/RESULTS.md).
 # Only one benchmark may run at a time on this machine (flock on ${TMPDIR:-/tmp}/mlsockets-bench.lock).
 # Exit status: 0 if every run of both servers finished without load-generator errors.
 set -u -o pipefail
@@ -22,8 +24,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH_DIR="${BENCH_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mlsockets/bench}"
 BENCH_SRC="${BENCH_SRC:-$(cd "$ROOT/.." && pwd)/shared/tools/bench}"
 PY="$ROOT/.venv/bin/python"
-RESULTS="$ROOT/benchmarks/results"
-REPORT="$ROOT/benchmarks/RESULTS.md"
+RESULTS="${BENCH_RESULTS:-$ROOT/benchmarks/results}"
+REPORT="${BENCH_REPORT:-$ROOT/benchmarks/RESULTS.md}"
 
 usage() { sed -n '2,/^set -u/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 die() { echo "bench: $*" >&2; exit 2; }
@@ -116,6 +118,13 @@ busy_others() { # processes above 10% CPU over one second (top's second sample),
         /^top -/ { n++ } n == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 >= 10 { c = $12; for (i = 13; i <= NF; i++) c = c " " $i; printf "%s%.0f%% %s", sep, $9, substr(c, 1, 60); sep = "; " }'
 }
 BUSY_START="$(busy_others)"
+# other engineers edit mlsockets/ meanwhile: every server start loads the code as it is then
+code_state() {
+    find mlsockets benchmarks/server.py -type f -not -path '*/__pycache__/*' \
+        \( -name '*.py' -o -name '*.pyi' -o -name '*.c' -o -name '*.so' \) -print0 |
+        sort -z | xargs -0 sha256sum 2>/dev/null
+}
+CODE_START="$(code_state)"
 mkdir -p "$RESULTS"
 ( while sleep 20; do cut -d' ' -f1 /proc/loadavg; done ) >"$RESULTS/loadavg.log" 2>/dev/null &
 SAMPLER=$!
@@ -135,6 +144,8 @@ run_one() { # name first-port SERVER_CMD...
 }
 
 run_one mlsockets "$PORT" "$PY" "$ROOT/benchmarks/server.py"
+CHANGED="$(diff <(echo "$CODE_START") <(code_state) | awk '/^[<>]/ { print $3 }' | sort -u | tr '\n' ' ')"
+[ -z "$CHANGED" ] || echo "bench: warning: code changed during the mlsockets runs: $CHANGED" >&2
 run_one gevent-websocket "$((PORT + NRUNS + 20))" \
     "$BENCH_DIR/.venv/bin/python" "$BENCH_DIR/servers/gevent_ws.py"
 
@@ -157,6 +168,7 @@ python3 "$ROOT/benchmarks/ratios.py" \
     --info "reference server=$BENCH_DIR/servers/gevent_ws.py ($REF_VERSIONS, no wsaccel)" \
     --info "harness=$BENCH_DIR (copy of $BENCH_SRC)" \
     --info "run.sh failures=${FAILED[*]:-none}" \
+    --info "mlsockets code changed during its runs=${CHANGED:-no}" \
     --info "1-min load average during the run=$LOADAVG; the benchmark alone accounts for about 1-1.5 on these 2 cores" \
     --info "other processes above 10% CPU at start=${BUSY_START:-none}" \
     --info "other processes above 10% CPU at end=${BUSY_END:-none}" || die "ratios.py failed"

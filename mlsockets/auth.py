@@ -136,6 +136,7 @@ class Upgrade(Protocol):
         *,
         on_message: Callable[[RawWebSocket, Message], object] | None = None,
         on_close: Callable[[RawWebSocket], object] | None = None,
+        on_open: Callable[[RawWebSocket], object] | None = None,
     ) -> RawWebSocket:
         """Accept the handshake.
 
@@ -143,7 +144,8 @@ class Upgrade(Protocol):
         response is discarded), then ``handler(ws)`` runs in the connection's greenlet,
         outside any request context. With ``on_message`` (callback mode), the same, but no
         greenlet is held while the connection is idle: ``on_message(ws, message)`` runs in a
-        worker greenlet for each message, in order, and ``on_close(ws)`` once at the end.
+        worker greenlet for each message, in order, and ``on_close(ws)`` once at the end;
+        ``on_open(ws)`` runs first, right after the 101 (it may send, or close to refuse).
         With neither, the 101 is sent now and the returned WebSocket is used inline,
         gevent-websocket style, until the application returns.
 

@@ -153,6 +153,8 @@ class WebSocket(GeventWebSocketCompat):
         if self._local_close is not None:
             return self._local_close.code
         p = self._protocol
+        if p is not None and p.failure is not None:  # the peer's protocol error (1002, 1007...)
+            return p.failure.code
         return None if p is None else p.close_code
 
     @property
@@ -160,6 +162,8 @@ class WebSocket(GeventWebSocketCompat):
         if self._local_close is not None:
             return self._local_close.reason
         p = self._protocol
+        if p is not None and p.failure is not None:
+            return p.failure.reason
         return "" if p is None or p.close_rcvd is None else p.close_rcvd.reason
 
     # -- receiving ------------------------------------------------------------------------
@@ -187,6 +191,17 @@ class WebSocket(GeventWebSocketCompat):
             yield message
 
     def _read(self, blocking: bool) -> None:
+        if self._close_after_flush:
+            # The input is over (EOF, closing handshake done, or failed) and the transport
+            # closes once the output is flushed. Reading again would return EOF at once, in a
+            # loop that never yields to the flush callback or the writer: wait for them.
+            if blocking:
+                writer = self._writer
+                if writer is not None:
+                    writer.join()
+                else:
+                    gevent.sleep(0)
+            return
         self._reading = True
         try:
             # Non-blocking reads go to the OS socket (poll() only calls this for plain ones).

@@ -50,6 +50,7 @@ class GeventUpgrade:
         "handler",
         "on_message",
         "on_close",
+        "on_open",
     )
 
     def __init__(
@@ -68,6 +69,7 @@ class GeventUpgrade:
         self.handler: Callable[[RawWebSocket], object] | None = None
         self.on_message: Callable[[RawWebSocket, Message], object] | None = None
         self.on_close: Callable[[RawWebSocket], object] | None = None
+        self.on_open: Callable[[RawWebSocket], object] | None = None
 
     @property
     def request(self) -> HandshakeRequest:
@@ -87,6 +89,7 @@ class GeventUpgrade:
         *,
         on_message: Callable[[RawWebSocket, Message], object] | None = None,
         on_close: Callable[[RawWebSocket], object] | None = None,
+        on_open: Callable[[RawWebSocket], object] | None = None,
     ) -> WebSocket:
         """See :meth:`mlsockets.auth.Upgrade.accept`."""
         accepted = self._accepted
@@ -94,14 +97,15 @@ class GeventUpgrade:
             raise InvalidState("this handshake was already accepted")
         if handler is not None and on_message is not None:
             raise InvalidState("pass either handler or on_message, not both")
-        if on_close is not None and on_message is None:
-            raise InvalidState("on_close needs on_message")
+        if (on_close is not None or on_open is not None) and on_message is None:
+            raise InvalidState("on_close and on_open need on_message")
         if subprotocol is not None and subprotocol not in self._client_request.subprotocols:
             raise InvalidState(f"subprotocol {subprotocol!r} was not offered by the client")
         self.principal = principal or ANONYMOUS
         self.handler = handler
         self.on_message = on_message
         self.on_close = on_close
+        self.on_open = on_open
         headers = accepted.headers
         if subprotocol is not None:
             headers += (("Sec-WebSocket-Protocol", subprotocol),)
@@ -209,6 +213,12 @@ class WebSocketHandlerMixin:
                 close()
         if upgrade.on_message is not None:
             self._ws_send_101(detach=True)
+            if upgrade.on_open is not None:
+                try:
+                    upgrade.on_open(ws)
+                except Exception:
+                    logger.exception("WebSocket on_open handler failed")
+                    ws.fail(CloseCode.INTERNAL_ERROR, "internal error")
             ws.serve_callbacks(upgrade.on_message, upgrade.on_close)
             return  # the connection lives on without this greenlet
         if upgrade.handler is not None:
