@@ -17,6 +17,7 @@ __all__ = [
     "ConnectionClosedError",
     "Unauthorized",
     "Forbidden",
+    "TooManyRequests",
     "ValidationError",
     "ConfigurationError",
     "InvalidState",
@@ -99,6 +100,24 @@ class Forbidden(MLSocketsError):
     def __init__(self, message: str = "forbidden") -> None:
         super().__init__(message)
         self.message = message
+
+
+class TooManyRequests(MLSocketsError):
+    """The caller exceeded a rate limit. ``message`` is client-safe.
+
+    Attributes:
+        retry_after: seconds after which a retry can succeed (the ``Retry-After`` header),
+            or None when unknown.
+    """
+
+    status = 429
+
+    def __init__(
+        self, message: str = "too many requests", retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
 
 
 class ValidationError(MLSocketsError):

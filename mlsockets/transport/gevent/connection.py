@@ -9,18 +9,22 @@ flush for the end of the current hub iteration, so a burst of sends (a pipelined
 broadcast) costs one ``send`` system call per connection. The flush is non-blocking; bytes the
 kernel will not take stay in a queue bounded by ``ServerOptions.max_queue`` and a writer
 greenlet, spawned only then, drains it. A client that lets that queue overflow is dropped with
-1008 and a WARNING, without ever blocking the sender or the other connections.
+1008 and a WARNING, without ever blocking the sender or the other connections. (One exception
+to the first rule: a burst that passes ``max_queue`` before its flush ran is flushed at once,
+still without blocking, so that bytes never offered to the kernel do not count against it.)
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import gevent
+import gevent.ssl
 from gevent import get_hub
 from gevent._waiter import Waiter
 
@@ -40,6 +44,18 @@ logger = logging.getLogger("mlsockets.transport")
 
 RECV_SIZE = 65536
 _monotonic = time.monotonic
+_TLS_SOCKETS = (ssl.SSLSocket, gevent.ssl.SSLSocket)
+
+
+def _os_socket(sock: Any) -> Any:
+    """The non-blocking OS socket under a plain gevent socket, or None.
+
+    A gevent TLS socket has one too (``_sock``), but bytes written to it or read from it
+    directly would bypass the TLS record layer.
+    """
+    if isinstance(sock, _TLS_SOCKETS):
+        return None
+    return getattr(sock, "_sock", None)
 
 
 class WebSocket(GeventWebSocketCompat):
@@ -88,7 +104,7 @@ class WebSocket(GeventWebSocketCompat):
         activate: Callable[[], object] | None = None,
     ) -> None:
         self._sock = sock
-        raw = getattr(sock, "_sock", None)
+        raw = _os_socket(sock)
         # Plain sockets: write straight to the non-blocking OS socket. TLS sockets have
         # no such shortcut; their writes always go through the writer greenlet.
         self._raw_send: Callable[[bytes], int] | None = raw.send if raw is not None else None
@@ -351,7 +367,7 @@ class WebSocket(GeventWebSocketCompat):
     def rebind(self, sock: Any) -> None:
         """Use ``sock`` (the same connection, detached from its HTTP handler) from now on."""
         self._sock = sock
-        raw = getattr(sock, "_sock", None)
+        raw = _os_socket(sock)
         self._raw_send = raw.send if raw is not None else None
 
     # -- sending -----------------------------------------------------------------------
@@ -399,9 +415,14 @@ class WebSocket(GeventWebSocketCompat):
         return ConnectionClosedError(code, self.close_reason)
 
     def _queue(self, data: bytes) -> None:
+        max_queue = self._options.max_queue
+        if self._out_size > max_queue and self._flush_scheduled and self._raw_send is not None:
+            # A burst of sends that has not yielded yet: these bytes were never offered to
+            # the kernel, so they do not show that the client is slow. Offer them now.
+            self._flush()
         if self._transport_closed:
             return
-        if self._out_size > self._options.max_queue:
+        if self._out_size > max_queue:
             self._slow_consumer()
             return
         self._out.append(data)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
+import gevent
 from gevent import pywsgi
 
 from mlsockets.auth import ANONYMOUS, UPGRADE_ENVIRON_KEY, HandshakeRequest, Principal, RawWebSocket
@@ -212,7 +213,10 @@ class WebSocketHandlerMixin:
             if close is not None:
                 close()
         if upgrade.on_message is not None:
-            self._ws_send_101(detach=True)
+            # TLS state lives in the socket object pywsgi closes when this greenlet ends, so a
+            # TLS connection cannot be detached: it keeps this greenlet (joined below).
+            tls = ws._raw_send is None
+            self._ws_send_101(detach=not tls)
             if upgrade.on_open is not None:
                 try:
                     upgrade.on_open(ws)
@@ -220,6 +224,9 @@ class WebSocketHandlerMixin:
                     logger.exception("WebSocket on_open handler failed")
                     ws.fail(CloseCode.INTERNAL_ERROR, "internal error")
             ws.serve_callbacks(upgrade.on_message, upgrade.on_close)
+            worker = ws._worker
+            if tls and isinstance(worker, gevent.Greenlet):
+                worker.join()  # the greenlet that reads a TLS connection, until it closes
             return  # the connection lives on without this greenlet
         if upgrade.handler is not None:
             self.ws_switch_deferred(upgrade)

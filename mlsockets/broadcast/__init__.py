@@ -1,0 +1,1 @@
+"""Broadcasters: deliver an envelope to its targets, locally or across a cluster."""

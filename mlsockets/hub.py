@@ -1,0 +1,488 @@
+"""The hub: composes the router, channels, presence, registry and broadcaster for one process.
+
+It does no I/O. An adapter (the gevent transport) calls, per connection:
+
+1. :meth:`Hub.connect` once the WebSocket is open (False: the connection was refused and the
+   adapter closes it with the code in :attr:`Refusal`);
+2. :meth:`Hub.receive` for every message;
+3. :meth:`Hub.disconnect` once it closed.
+
+Everything the hub sends goes through ``Connection.send`` (non-blocking, a complete encoded
+message). An envelope for many receivers is encoded once per formatter, and the same
+str/bytes object is handed to each (``send_many`` lets the adapter also serialize the frame
+once). Errors map to the wire in one place: :func:`mlsockets.events.error_for` for events,
+:class:`Refusal` close codes for connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mlsockets.auth import Principal
+from mlsockets.broadcast.base import (
+    Broadcaster,
+    Channel,
+    ConnectionTarget,
+    Everyone,
+    Tag,
+    Target,
+    User,
+)
+from mlsockets.broadcast.local import LocalBroadcaster
+from mlsockets.channels.authorizers import ChannelAuthorizers
+from mlsockets.channels.membership import Membership
+from mlsockets.channels.names import ChannelKind, InvalidChannel, parse_channel
+from mlsockets.channels.presence import Presence
+from mlsockets.events import ErrorBudget, ErrorInfo, EventRouter, TokenBucket, error_for
+from mlsockets.exceptions import Forbidden, MLSocketsError, Unauthorized
+from mlsockets.formatters.base import Formatter
+from mlsockets.formatters.envelope import (
+    ClientEnvelope,
+    EnvelopeError,
+    error_envelope,
+    event_envelope,
+    parse_client,
+    reply_envelope,
+)
+from mlsockets.registry.local import LocalRegistry
+from mlsockets.scheduling import Scheduler
+from mlsockets.typing import ChannelName, ConnectionId, Message, UserId
+
+__all__ = ["Connection", "HubOptions", "Hub", "Refusal"]
+
+logger = logging.getLogger("mlsockets.hub")
+
+POLICY_VIOLATION = 1008
+INTERNAL_ERROR = 1011
+
+
+class Connection(Protocol):
+    """What the hub needs of a client connection (the transport implements it)."""
+
+    @property
+    def id(self) -> ConnectionId: ...
+
+    @property
+    def principal(self) -> Principal: ...
+
+    @property
+    def formatter(self) -> Formatter: ...
+
+    def send(self, message: Message) -> None:
+        """Queue one complete encoded message; never blocks."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Start closing the connection with ``code``."""
+
+
+@dataclass(frozen=True, slots=True)
+class HubOptions:
+    """Limits and behaviour of a hub.
+
+    Attributes:
+        heartbeat: seconds between server pings, announced in ``mls.welcome`` (None: off).
+        rate: sustained messages per second allowed per connection.
+        burst: messages allowed in a burst above ``rate``.
+        rate_strikes: rate-limited messages tolerated (each gets ``rate_limited``) before
+            the connection is closed with 1008.
+        max_bad_envelopes: malformed envelopes tolerated within ``bad_window`` seconds
+            before the connection is closed with 1008.
+        max_connections_per_user: None for no limit.
+        max_channels_per_connection: subscriptions one connection may hold.
+        presence_grace: seconds a user stays present after their last connection left, so
+            a quick reconnect does not flap ``mls.left`` / ``mls.joined`` (needs a scheduler).
+    """
+
+    heartbeat: float | None = 20.0
+    rate: float = 100.0
+    burst: int = 200
+    rate_strikes: int = 20
+    max_bad_envelopes: int = 10
+    bad_window: float = 60.0
+    max_connections_per_user: int | None = None
+    max_channels_per_connection: int = 256
+    presence_grace: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why :meth:`Hub.connect` refused: close the connection with ``code`` and ``reason``."""
+
+    code: int
+    reason: str
+
+
+@dataclass(slots=True)
+class _Session:
+    conn: Connection
+    bucket: TokenBucket
+    budget: ErrorBudget
+    strikes: int = 0
+    presence: dict[ChannelName, UserId] = field(default_factory=dict)
+
+
+SendMany = Callable[[Iterable[Connection], Message], None]
+
+
+def _send_each(connections: Iterable[Connection], message: Message) -> None:
+    for conn in connections:
+        conn.send(message)
+
+
+class Hub:
+    """One process's view of every connection, channel and event handler.
+
+    Args:
+        router: event handlers and connect/disconnect hooks.
+        authorizers: channel authorizers.
+        broadcaster: carries emits (default: this process only).
+        scheduler: timers for the presence grace period.
+        clock: monotonic seconds, for rate limits.
+        send_many: delivers one encoded message to many connections.
+    """
+
+    def __init__(
+        self,
+        router: EventRouter | None = None,
+        authorizers: ChannelAuthorizers | None = None,
+        *,
+        broadcaster: Broadcaster | None = None,
+        scheduler: Scheduler | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        options: HubOptions | None = None,
+        send_many: SendMany = _send_each,
+    ) -> None:
+        self.router = router or EventRouter()
+        self.authorizers = authorizers or ChannelAuthorizers()
+        self.options = options or HubOptions()
+        self.registry: LocalRegistry[Connection] = LocalRegistry()
+        self.membership = Membership()
+        self.presence = Presence(
+            scheduler if self.options.presence_grace > 0 else None,
+            grace=self.options.presence_grace,
+            on_left=self._presence_left,
+        )
+        self.broadcaster: Broadcaster = broadcaster or LocalBroadcaster()
+        self.broadcaster.attach(self._deliver)
+        self._clock = clock
+        self._send_many = send_many
+        self._sessions: dict[ConnectionId, _Session] = {}
+        self.last_refusal: Refusal | None = None
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def connect(self, conn: Connection) -> bool:
+        """Register ``conn``, run the connect hooks and send ``mls.welcome``.
+
+        Returns False when a limit or a connect hook refused it; :attr:`last_refusal` then
+        says how to close it (the adapter closes; the hub has forgotten the connection).
+        """
+        principal = conn.principal
+        limit = self.options.max_connections_per_user
+        if limit is not None and principal.user_id is not None:
+            if self.registry.count_user(principal.user_id) >= limit:
+                self.last_refusal = Refusal(POLICY_VIOLATION, "too many connections")
+                return False
+        try:
+            self.router.run_connect(conn)
+        except (Unauthorized, Forbidden) as exc:
+            self.last_refusal = Refusal(POLICY_VIOLATION, exc.message)
+            return False
+        except Exception as exc:  # a bug in a hook: logged by error_for, never shown
+            error_for(exc)
+            self.last_refusal = Refusal(INTERNAL_ERROR, "internal error")
+            return False
+        opts = self.options
+        self.registry.add(conn)
+        self._sessions[conn.id] = _Session(
+            conn,
+            TokenBucket(opts.rate, opts.burst, self._clock),
+            ErrorBudget(opts.max_bad_envelopes, opts.bad_window, self._clock),
+        )
+        welcome = {
+            "connection_id": conn.id,
+            "heartbeat": opts.heartbeat,
+            "user_id": principal.user_id,
+        }
+        self._send(conn, event_envelope("mls.welcome", welcome))
+        return True
+
+    def disconnect(self, conn: Connection) -> None:
+        """Forget ``conn``: leave its channels (``mls.left`` where due), run the hooks."""
+        session = self._sessions.pop(conn.id, None)
+        if session is None:
+            return
+        for channel in self.membership.leave_all(conn.id):
+            self._channel_left(conn, channel, session)
+        self.registry.remove(conn)
+        self.router.run_disconnect(conn)
+
+    # -- incoming ------------------------------------------------------------------------
+
+    def receive(self, conn: Connection, message: Message) -> None:
+        """Handle one message from ``conn``: decode, route, answer."""
+        session = self._sessions.get(conn.id)
+        if session is None:
+            return
+        if not session.bucket.allow():
+            session.strikes += 1
+            if session.strikes > self.options.rate_strikes:
+                self._close(session, "rate limit exceeded")
+                return
+            self._reply_error(conn, None, ErrorInfo("rate_limited", "too many messages"))
+            return
+        try:
+            envelope = parse_client(conn.formatter.decode(message))
+        except EnvelopeError as exc:
+            # A well-formed id is answered as a reply, so the client's ack fails at once.
+            self._bad_input(session, str(exc), exc.id, exc.event)
+            return
+        except ValueError as exc:
+            self._bad_input(session, str(exc))
+            return
+        event = envelope.event
+        if event.startswith("mls."):
+            self._system_event(session, envelope)
+            return
+        outcome = self.router.dispatch(conn, envelope)
+        if outcome.error is not None:
+            self._reply_error(conn, envelope, outcome.error)
+        elif envelope.id is not None:
+            try:
+                self._send(conn, reply_envelope(envelope.id, outcome.data), strict=True)
+            except (TypeError, ValueError) as exc:  # the handler returned something unencodable
+                self._reply_error(conn, envelope, error_for(exc, event=event))
+
+    def _bad_input(
+        self, session: _Session, reason: str, msg_id: int | None = None, event: str | None = None
+    ) -> None:
+        if not session.budget.record():
+            self._close(session, "too many malformed messages")
+            return
+        conn = session.conn
+        self._send(conn, error_envelope(msg_id, "bad_envelope", reason, event=event))
+
+    def _system_event(self, session: _Session, envelope: ClientEnvelope) -> None:
+        conn = session.conn
+        event = envelope.event
+        try:
+            if event == "mls.subscribe":
+                data = self._subscribe(session, _channel_arg(envelope.data))
+            elif event == "mls.unsubscribe":
+                data = self._unsubscribe(session, _channel_arg(envelope.data))
+            elif event == "mls.ping":
+                self._send(conn, event_envelope("mls.pong", envelope.data))
+                return
+            else:
+                self._reply_error(
+                    conn, envelope, ErrorInfo("unknown_event", f"unknown event {event!r}")
+                )
+                return
+        except InvalidChannel as exc:
+            self._reply_error(conn, envelope, ErrorInfo("invalid_channel", str(exc)))
+            return
+        except MLSocketsError as exc:
+            self._reply_error(conn, envelope, error_for(exc))
+            return
+        except Exception as exc:  # an authorizer failed: the router's mapping logs it
+            self._reply_error(conn, envelope, error_for(exc))
+            return
+        if envelope.id is not None:
+            self._send(conn, reply_envelope(envelope.id, data))
+
+    # -- channels ------------------------------------------------------------------------
+
+    def _subscribe(self, session: _Session, name: str) -> dict[str, Any]:
+        conn = session.conn
+        kind, channel = parse_channel(name)
+        if channel in self.membership.channels_of(conn.id):
+            return self._subscribed_reply(channel, kind)
+        if len(self.membership.channels_of(conn.id)) >= self.options.max_channels_per_connection:
+            raise Forbidden("too many subscriptions")
+        principal = conn.principal
+        if kind is ChannelKind.PRESENCE and principal.user_id is None:
+            raise Unauthorized("presence channels need a signed-in user")
+        result = self.authorizers.authorize(principal, channel)
+        if not result.allowed:
+            raise Forbidden(result.reason or f"not allowed to subscribe to {channel}")
+        self._join(conn, channel)
+        if kind is ChannelKind.PRESENCE:
+            assert principal.user_id is not None
+            info = dict(result.member_info or {})
+            session.presence[channel] = principal.user_id
+            joined = self.presence.add(channel, principal.user_id, conn.id, info)
+            if joined:
+                member = {"user_id": principal.user_id, "info": info}
+                self.emit(
+                    "mls.joined", {"channel": channel, "member": member}, to=channel, skip=conn.id
+                )
+            members = self._members(channel)
+            self._send(
+                conn, event_envelope("mls.presence", {"channel": channel, "members": members})
+            )
+        return self._subscribed_reply(channel, kind)
+
+    def _subscribed_reply(self, channel: ChannelName, kind: ChannelKind) -> dict[str, Any]:
+        reply: dict[str, Any] = {"channel": channel}
+        if kind is ChannelKind.PRESENCE:
+            reply["members"] = self._members(channel)
+        return reply
+
+    def _members(self, channel: ChannelName) -> list[dict[str, Any]]:
+        return [
+            {"user_id": uid, "info": dict(info)} for uid, info in self.presence.members(channel)
+        ]
+
+    def _unsubscribe(self, session: _Session, name: str) -> dict[str, Any]:
+        _, channel = parse_channel(name)
+        conn = session.conn
+        if channel not in self.membership.channels_of(conn.id):
+            raise _NotSubscribed(channel)
+        self.membership.leave(channel, conn.id)
+        self._channel_left(conn, channel, session)
+        return {"channel": channel}
+
+    def _join(self, conn: Connection, channel: ChannelName) -> None:
+        if self.membership.join(channel, conn.id):
+            self.broadcaster.channel_added(channel)
+
+    def _channel_left(self, conn: Connection, channel: ChannelName, session: _Session) -> None:
+        user_id = session.presence.pop(channel, None)
+        if user_id is not None:
+            info = self.presence.info(channel, user_id)
+            if self.presence.remove(channel, user_id, conn.id):
+                self._presence_left(channel, user_id, info)
+        if not self.membership.count(channel):
+            self.broadcaster.channel_removed(channel)
+
+    def _presence_left(
+        self, channel: ChannelName, user_id: UserId, info: Mapping[str, object]
+    ) -> None:
+        member = {"user_id": user_id, "info": dict(info)}
+        self.emit("mls.left", {"channel": channel, "member": member}, to=channel)
+
+    def join(self, conn: Connection, channel: str) -> None:
+        """Put ``conn`` in ``channel`` from server code (a room): no authorization."""
+        _, name = parse_channel(channel)
+        if conn.id in self._sessions:
+            self._join(conn, name)
+
+    def leave(self, conn: Connection, channel: str) -> None:
+        """Take ``conn`` out of ``channel`` (server code)."""
+        _, name = parse_channel(channel)
+        session = self._sessions.get(conn.id)
+        if session is not None and self.membership.is_member(name, conn.id):
+            self.membership.leave(name, conn.id)
+            self._channel_left(conn, name, session)
+
+    # -- outgoing ------------------------------------------------------------------------
+
+    def emit(
+        self,
+        event: str,
+        data: object = None,
+        *,
+        to: str | Target | None = None,
+        skip: ConnectionId | None = None,
+    ) -> int:
+        """Send an event to ``to``: a channel name, a Target, or None for everyone.
+
+        ``skip`` excludes one connection (the sender). Returns the local receivers.
+        """
+        target: Target
+        if to is None:
+            target = Everyone()
+        elif isinstance(to, str):
+            target = Channel(parse_channel(to)[1])
+        else:
+            target = to
+        channel = target.name if isinstance(target, Channel) else None
+        return self.broadcaster.publish(target, event_envelope(event, data, channel), skip)
+
+    def _resolve(self, target: Target) -> Iterable[Connection]:
+        registry = self.registry
+        if isinstance(target, Channel):
+            members = self.membership.members(ChannelName(target.name))
+            return [c for cid in members if (c := registry.get(cid)) is not None]
+        if isinstance(target, User):
+            return registry.by_user(UserId(target.user_id))
+        if isinstance(target, ConnectionTarget):
+            conn = registry.get(ConnectionId(target.connection_id))
+            return [conn] if conn is not None else []
+        if isinstance(target, Tag):
+            return registry.by_tag(target.tag)
+        return list(registry)
+
+    def _deliver(
+        self, target: Target, envelope: Mapping[str, object], skip: ConnectionId | None
+    ) -> int:
+        """Local delivery: encode once per formatter, hand the same bytes to each receiver."""
+        by_format: dict[str, list[Connection]] = {}
+        formatters: dict[str, Formatter] = {}
+        for conn in self._resolve(target):
+            if conn.id == skip:
+                continue
+            fmt = conn.formatter
+            group = by_format.get(fmt.name)
+            if group is None:
+                group = by_format[fmt.name] = []
+                formatters[fmt.name] = fmt
+            group.append(conn)
+        count = 0
+        for name, conns in by_format.items():
+            try:
+                payload = formatters[name].encode(envelope)
+            except (TypeError, ValueError):
+                # Data this format cannot carry (NaN, bytes for JSON...): a bug in the emitter.
+                logger.exception("cannot encode %r as %s", envelope.get("event"), name)
+                continue
+            self._send_many(conns, payload)
+            count += len(conns)
+        return count
+
+    def _send(self, conn: Connection, envelope: Mapping[str, object], strict: bool = False) -> None:
+        """Encode for ``conn`` and send; with ``strict``, encoding errors propagate."""
+        try:
+            payload = conn.formatter.encode(envelope)
+        except (TypeError, ValueError):
+            if strict:
+                raise
+            logger.exception("cannot encode %r for connection %s", envelope.get("event"), conn.id)
+            return
+        conn.send(payload)
+
+    def _reply_error(
+        self, conn: Connection, envelope: ClientEnvelope | None, error: ErrorInfo
+    ) -> None:
+        msg_id = envelope.id if envelope is not None else None
+        event = envelope.event if envelope is not None and msg_id is None else None
+        self._send(
+            conn, error_envelope(msg_id, error.code, error.message, error.fields, event=event)
+        )
+
+    def _close(self, session: _Session, reason: str) -> None:
+        logger.warning("closing connection %s: %s", session.conn.id, reason)
+        session.conn.close(POLICY_VIOLATION, reason)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
+class _NotSubscribed(MLSocketsError):
+    code = "not_subscribed"
+
+    def __init__(self, channel: str) -> None:
+        super().__init__(f"not subscribed to {channel}")
+        self.message = f"not subscribed to {channel}"
+
+
+def _channel_arg(data: object) -> str:
+    if isinstance(data, Mapping):
+        channel = data.get("channel")
+        if isinstance(channel, str):
+            return channel
+    raise InvalidChannel('expected {"channel": "<name>"}')
