@@ -202,10 +202,11 @@ class WebSocketHandlerMixin:
                 self.process_result()  # the app's own answer: 401, 403, 200...
                 return
         except BaseException:
-            if not upgrade.accepted:
-                raise  # pywsgi answers 500 and logs
+            if not self._ws_started:
+                raise  # no 101 sent (not accepted, or accepted with a handler): pywsgi answers 500
             logger.exception("WebSocket application failed")
             ws.fail(CloseCode.INTERNAL_ERROR, "internal error")
+            ws.wait_closed()  # pywsgi closes the socket next: flush the Close frame first
             return
         finally:
             close = getattr(self.result, "close", None)
