@@ -23,10 +23,13 @@ __all__ = [
     "RawWebSocket",
     "Upgrade",
     "UPGRADE_ENVIRON_KEY",
+    "SCHEDULER_ENVIRON_KEY",
 ]
 
 #: Where an mlsockets server puts the :class:`Upgrade` for a WebSocket handshake request.
 UPGRADE_ENVIRON_KEY = "mlsockets.upgrade"
+#: Where it puts a :class:`mlsockets.scheduling.Scheduler` running on the server's event loop.
+SCHEDULER_ENVIRON_KEY = "mlsockets.scheduler"
 
 
 @dataclass(frozen=True, slots=True)

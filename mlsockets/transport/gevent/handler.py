@@ -20,7 +20,14 @@ from typing import Any
 import gevent
 from gevent import pywsgi
 
-from mlsockets.auth import ANONYMOUS, UPGRADE_ENVIRON_KEY, HandshakeRequest, Principal, RawWebSocket
+from mlsockets.auth import (
+    ANONYMOUS,
+    SCHEDULER_ENVIRON_KEY,
+    UPGRADE_ENVIRON_KEY,
+    HandshakeRequest,
+    Principal,
+    RawWebSocket,
+)
 from mlsockets.exceptions import ConnectionClosed, InvalidState
 from mlsockets.protocol import handshake
 from mlsockets.protocol.connection import Protocol, Side
@@ -29,6 +36,7 @@ from mlsockets.transport.gevent.connection import WebSocket
 from mlsockets.transport.gevent.headers import RequestHead
 from mlsockets.transport.gevent.options import ServerOptions
 from mlsockets.transport.gevent.reaper import Reaper
+from mlsockets.transport.gevent.scheduling import GeventScheduler
 from mlsockets.typing import Message
 
 __all__ = ["GeventUpgrade", "WebSocketHandlerMixin", "WebSocketHandler"]
@@ -36,6 +44,7 @@ __all__ = ["GeventUpgrade", "WebSocketHandlerMixin", "WebSocketHandler"]
 logger = logging.getLogger("mlsockets.transport")
 
 _DEFAULT_OPTIONS = ServerOptions()
+_SCHEDULER = GeventScheduler()
 
 
 class GeventUpgrade:
@@ -196,6 +205,8 @@ class WebSocketHandlerMixin:
         environ[UPGRADE_ENVIRON_KEY] = upgrade
         environ["wsgi.websocket"] = ws
         environ["wsgi.websocket_version"] = "13"
+        # Timers for adapters that may not import gevent (the hub's presence grace period).
+        environ[SCHEDULER_ENVIRON_KEY] = _SCHEDULER
         try:
             self.result = self.application(environ, self.start_response)
             if not upgrade.accepted:
