@@ -129,8 +129,19 @@ SendMany = Callable[[Iterable[Connection], Message], None]
 
 
 def _send_each(connections: Iterable[Connection], message: Message) -> None:
+    """Hand ``message`` to every connection. A connection class may offer a class-level
+    ``send_bulk(connections, message)`` to do it in one go (the gevent transport then also
+    serializes the frame once); classes without one get ``send`` per connection."""
+    by_class: dict[type, list[Connection]] = {}
     for conn in connections:
-        conn.send(message)
+        by_class.setdefault(type(conn), []).append(conn)
+    for cls, group in by_class.items():
+        bulk = getattr(cls, "send_bulk", None)
+        if bulk is not None:
+            bulk(group, message)
+        else:
+            for conn in group:
+                conn.send(message)
 
 
 class Hub:

@@ -56,6 +56,20 @@ class HubConnection:
         except ConnectionClosed:
             pass  # closing already; the hub hears about it through disconnect()
 
+    @classmethod
+    def send_bulk(cls, connections: Iterable[HubConnection], message: Message) -> None:
+        """One message to many connections: through the WebSocket class's ``broadcast``
+        (encode the frame once, write without blocking) when it has one."""
+        sockets = [c.ws for c in connections if c.ws is not None]
+        if not sockets:
+            return
+        bulk = getattr(type(sockets[0]), "broadcast", None)
+        if bulk is not None and all(type(ws) is type(sockets[0]) for ws in sockets):
+            bulk(sockets, message)
+            return
+        for conn in connections:
+            conn.send(message)
+
     def close(self, code: int, reason: str) -> None:
         if self.ws is not None:
             self.ws.close(code, reason)
