@@ -123,6 +123,7 @@ class _Session:
     budget: ErrorBudget
     strikes: int = 0
     presence: dict[ChannelName, UserId] = field(default_factory=dict)
+    closing: bool = False  # the hub closed it: its later messages are ignored
 
 
 SendMany = Callable[[Iterable[Connection], Message], None]
@@ -167,8 +168,10 @@ class Hub:
         options: HubOptions | None = None,
         send_many: SendMany = _send_each,
     ) -> None:
-        self.router = router or EventRouter()
-        self.authorizers = authorizers or ChannelAuthorizers()
+        # "is None", not "or": an empty ChannelAuthorizers has len() 0 and is falsy, and the
+        # application registers its authorizers on that very object after creating the hub.
+        self.router = router if router is not None else EventRouter()
+        self.authorizers = authorizers if authorizers is not None else ChannelAuthorizers()
         self.options = options or HubOptions()
         self.registry: LocalRegistry[Connection] = LocalRegistry()
         self.membership = Membership()
@@ -177,11 +180,15 @@ class Hub:
             grace=self.options.presence_grace,
             on_left=self._presence_left,
         )
-        self.broadcaster: Broadcaster = broadcaster or LocalBroadcaster()
+        self.broadcaster: Broadcaster = (
+            broadcaster if broadcaster is not None else LocalBroadcaster()
+        )
         self.broadcaster.attach(self._deliver)
         self._clock = clock
         self._send_many = send_many
         self._sessions: dict[ConnectionId, _Session] = {}
+        # Connections whose connect hooks are running: they may join rooms already.
+        self._connecting: set[ConnectionId] = set()
         self.last_refusal: Refusal | None = None
 
     # -- life cycle ----------------------------------------------------------------------
@@ -198,14 +205,23 @@ class Hub:
             if self.registry.count_user(principal.user_id) >= limit:
                 self.last_refusal = Refusal(POLICY_VIOLATION, "too many connections")
                 return False
+        refusal: Refusal | None = None
+        self._connecting.add(conn.id)
         try:
             self.router.run_connect(conn)
         except (Unauthorized, Forbidden) as exc:
-            self.last_refusal = Refusal(POLICY_VIOLATION, exc.message)
-            return False
+            refusal = Refusal(POLICY_VIOLATION, exc.message)
         except Exception as exc:  # a bug in a hook: logged by error_for, never shown
             error_for(exc)
-            self.last_refusal = Refusal(INTERNAL_ERROR, "internal error")
+            refusal = Refusal(INTERNAL_ERROR, "internal error")
+        finally:
+            self._connecting.discard(conn.id)
+        if refusal is not None:
+            # Forget the rooms a hook joined before the connection was refused.
+            for channel in self.membership.leave_all(conn.id):
+                if not self.membership.count(channel):
+                    self.broadcaster.channel_removed(channel)
+            self.last_refusal = refusal
             return False
         opts = self.options
         self.registry.add(conn)
@@ -237,14 +253,19 @@ class Hub:
     def receive(self, conn: Connection, message: Message) -> None:
         """Handle one message from ``conn``: decode, route, answer."""
         session = self._sessions.get(conn.id)
-        if session is None:
+        if session is None or session.closing:
             return
         if not session.bucket.allow():
             session.strikes += 1
             if session.strikes > self.options.rate_strikes:
                 self._close(session, "rate limit exceeded")
                 return
-            self._reply_error(conn, None, ErrorInfo("rate_limited", "too many messages"))
+            # Answer the envelope's id when it has one, so that the client's ack fails now
+            # rather than timing out (the message is not handled, only parsed).
+            msg_id, event = _peek(conn.formatter, message)
+            self._send(
+                conn, error_envelope(msg_id, "rate_limited", "too many messages", event=event)
+            )
             return
         try:
             envelope = parse_client(conn.formatter.decode(message))
@@ -286,8 +307,10 @@ class Hub:
             elif event == "mls.unsubscribe":
                 data = self._unsubscribe(session, _channel_arg(envelope.data))
             elif event == "mls.ping":
-                self._send(conn, event_envelope("mls.pong", envelope.data))
-                return
+                if envelope.id is None:
+                    self._send(conn, event_envelope("mls.pong", envelope.data))
+                    return
+                data = envelope.data  # with an id, the pong is the reply
             else:
                 self._reply_error(
                     conn, envelope, ErrorInfo("unknown_event", f"unknown event {event!r}")
@@ -377,18 +400,26 @@ class Hub:
         self.emit("mls.left", {"channel": channel, "member": member}, to=channel)
 
     def join(self, conn: Connection, channel: str) -> None:
-        """Put ``conn`` in ``channel`` from server code (a room): no authorization."""
+        """Put ``conn`` in ``channel`` from server code (a room): no authorization.
+
+        Works from a connect hook too (the room is forgotten if the connection is refused);
+        a connection the hub does not know is ignored.
+        """
         _, name = parse_channel(channel)
-        if conn.id in self._sessions:
+        if conn.id in self._sessions or conn.id in self._connecting:
             self._join(conn, name)
 
     def leave(self, conn: Connection, channel: str) -> None:
         """Take ``conn`` out of ``channel`` (server code)."""
         _, name = parse_channel(channel)
+        if not self.membership.is_member(name, conn.id):
+            return
+        self.membership.leave(name, conn.id)
         session = self._sessions.get(conn.id)
-        if session is not None and self.membership.is_member(name, conn.id):
-            self.membership.leave(name, conn.id)
+        if session is not None:
             self._channel_left(conn, name, session)
+        elif not self.membership.count(name):  # left from a connect hook
+            self.broadcaster.channel_removed(name)
 
     # -- outgoing ------------------------------------------------------------------------
 
@@ -476,6 +507,7 @@ class Hub:
         )
 
     def _close(self, session: _Session, reason: str) -> None:
+        session.closing = True
         logger.warning("closing connection %s: %s", session.conn.id, reason)
         session.conn.close(POLICY_VIOLATION, reason)
 
@@ -489,6 +521,17 @@ class _NotSubscribed(MLSocketsError):
     def __init__(self, channel: str) -> None:
         super().__init__(f"not subscribed to {channel}")
         self.message = f"not subscribed to {channel}"
+
+
+def _peek(formatter: Formatter, message: Message) -> tuple[int | None, str | None]:
+    """The id and event of a message, where they can be read (None otherwise)."""
+    try:
+        envelope = parse_client(formatter.decode(message))
+    except EnvelopeError as exc:
+        return exc.id, exc.event
+    except ValueError:
+        return None, None
+    return envelope.id, envelope.event
 
 
 def _channel_arg(data: object) -> str:

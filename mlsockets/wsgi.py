@@ -60,6 +60,7 @@ class HubConnection:
     def send_bulk(cls, connections: Iterable[HubConnection], message: Message) -> None:
         """One message to many connections: through the WebSocket class's ``broadcast``
         (encode the frame once, write without blocking) when it has one."""
+        connections = list(connections)  # iterated twice when the fallback runs
         sockets = [c.ws for c in connections if c.ws is not None]
         if not sockets:
             return

@@ -3,7 +3,11 @@
 A *target* names the receivers: a channel, a user (all of their connections), one
 connection, a tag, or everyone. The hub resolves targets against its own connections; a
 broadcaster decides whether the envelope must also travel to other processes (the local one
-never does; the Redis one, in the cluster issue, relays it).
+never does; the Redis one, :mod:`mlsockets.broadcast.redis`, relays it).
+
+A broadcaster that relays raises :class:`BroadcastUnavailable` from :meth:`Broadcaster.publish`
+when the other processes cannot be reached: never a silent loss. Its ``delivered`` attribute
+says how many connections of this process got the envelope anyway.
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from mlsockets.exceptions import MLSocketsError
 from mlsockets.typing import ConnectionId
 
 __all__ = [
+    "ClusterUnavailable",
+    "BroadcastUnavailable",
     "Channel",
     "User",
     "ConnectionTarget",
@@ -24,6 +31,30 @@ __all__ = [
     "Deliver",
     "Broadcaster",
 ]
+
+
+class ClusterUnavailable(MLSocketsError):
+    """The cluster's shared state (Redis) cannot be reached: a registry query failed, or
+    Redis was unreachable. Transient: the relay and the registry reconnect by themselves."""
+
+
+class BroadcastUnavailable(ClusterUnavailable):
+    """An envelope could not be relayed to the other processes of the cluster.
+
+    Raised by a relaying :meth:`Broadcaster.publish` (hence ``Hub.emit``) and by
+    :meth:`mlsockets.broadcast.emitter.Emitter.emit` while Redis is unreachable or the relay
+    is reconnecting, instead of dropping the envelope silently.
+
+    Attributes:
+        delivered: how many connections of this process received it anyway (the local
+            delivery does not depend on Redis); None where there is no local delivery (an
+            emitter).
+    """
+
+    def __init__(self, message: str, delivered: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.delivered = delivered
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +111,12 @@ class Broadcaster(Protocol):
     def publish(
         self, target: Target, envelope: Mapping[str, object], skip: ConnectionId | None
     ) -> int:
-        """Deliver (and relay, where that applies); return the number of local receivers."""
+        """Deliver (and relay, where that applies); return the number of local receivers.
+
+        Raises:
+            BroadcastUnavailable: (relaying broadcasters) the local receivers got it, the
+                other processes could not be reached.
+        """
 
     def channel_added(self, channel: str) -> None: ...
 

@@ -701,4 +701,3 @@ _WORKERS = _Workers()
 
 # Adapters that know only the RawWebSocket protocol find the bulk path here (duck typing).
 WebSocket.broadcast = staticmethod(broadcast)  # type: ignore[attr-defined]
-
