@@ -301,6 +301,7 @@ class Hub:
     def _system_event(self, session: _Session, envelope: ClientEnvelope) -> None:
         conn = session.conn
         event = envelope.event
+        data: object
         try:
             if event == "mls.subscribe":
                 data = self._subscribe(session, _channel_arg(envelope.data))

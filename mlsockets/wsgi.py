@@ -80,10 +80,20 @@ class HubConnection:
 
 
 def accept_into_hub(
-    upgrade: Upgrade, hub: Hub, principal: Principal, formatter: Formatter
+    upgrade: Upgrade,
+    hub: Hub,
+    principal: Principal,
+    formatter: Formatter,
+    *,
+    make_connection: Callable[[Principal, Formatter], HubConnection] = HubConnection,
 ) -> HubConnection:
-    """Accept ``upgrade`` and attach the connection to ``hub`` (callback mode)."""
-    conn = HubConnection(principal, formatter)
+    """Accept ``upgrade`` and attach the connection to ``hub`` (callback mode).
+
+    ``make_connection(principal, formatter)`` builds the hub's connection object: an adapter
+    passes a :class:`HubConnection` subclass carrying its own per-connection state (the Flask
+    extension keeps the handshake's request snapshot there).
+    """
+    conn = make_connection(principal, formatter)
 
     def on_open(ws: RawWebSocket) -> None:
         conn.ws = ws
