@@ -323,13 +323,7 @@ class WebSocket(GeventWebSocketCompat):
             while on_message is not None and self._event_pos < len(self._events):
                 message = self._events[self._event_pos]
                 self._event_pos += 1
-                try:
-                    on_message(self, message)
-                except ConnectionClosed:
-                    pass  # the peer left while the handler was sending
-                except Exception:
-                    logger.exception("WebSocket on_message handler failed")
-                    self.fail(CloseCode.INTERNAL_ERROR, "internal error")
+                self._call(on_message, message)
         finally:
             self._worker = None
         watcher = self._watcher
@@ -343,16 +337,20 @@ class WebSocket(GeventWebSocketCompat):
         assert on_message is not None
         try:
             while (message := self.receive()) is not None:
-                try:
-                    on_message(self, message)
-                except ConnectionClosed:
-                    pass
-                except Exception:
-                    logger.exception("WebSocket on_message handler failed")
-                    self.fail(CloseCode.INTERNAL_ERROR, "internal error")
+                self._call(on_message, message)
         finally:
             self._worker = None
         self._notify_closed()
+
+    def _call(self, on_message: Callable[[WebSocket, Message], object], message: Message) -> None:
+        """Run the application's callback; its failure closes this connection with 1011."""
+        try:
+            on_message(self, message)
+        except ConnectionClosed:
+            pass  # the peer left while the handler was sending
+        except Exception:
+            logger.exception("WebSocket on_message handler failed")
+            self.fail(CloseCode.INTERNAL_ERROR, "internal error")
 
     def _notify_closed(self) -> None:
         on_close = self._on_close
