@@ -319,7 +319,7 @@
         onPresence: "mls.presence",
         onJoin: "mls.joined",
         onLeave: "mls.left",
-        onError: "error",
+        onError: "mls.error", // "mls." names never reach _message(): no clash with events
       };
       for (const key of Object.keys(names)) {
         if (handlers[key] !== undefined) this._listeners.add(names[key], handlers[key]);
@@ -344,7 +344,7 @@
         this._settled = true;
         this._reject(error);
       } else {
-        this._listeners.fire("error", [error, this]);
+        this._listeners.fire("mls.error", [error, this]);
       }
     }
 
@@ -378,7 +378,8 @@
    * States: "connecting" (first connection) -> "open" (mls.welcome received) ->
    * "reconnecting" (dropped; waiting out the backoff or trying again) -> "open" ... and
    * "closed" for good: after {@link Client#close}, a fatal close code (1002, 1003, 1007,
-   * 1008, 1010), `reconnect: false`, or `backoff.maxAttempts` failed attempts in a row.
+   * 1008, 1010), `reconnect: false`, or when `backoff.maxAttempts` reconnection attempts
+   * failed in a row.
    */
   class Client {
     /**
@@ -391,8 +392,9 @@
      *     before every connection attempt, so each one may use a fresh short-lived token.
      * @param {boolean} [options.reconnect=true] re-establish dropped connections.
      * @param {Object} [options.backoff] delays between attempts, in ms: `initial` (500),
-     *     `max` (30000), `factor` (2), `maxAttempts` (Infinity: consecutive failures before
-     *     giving up). Each delay is drawn uniformly in [0, min(max, initial * factor**n)].
+     *     `max` (30000), `factor` (2), `maxAttempts` (Infinity: reconnection attempts that
+     *     may fail in a row before the client gives up and closes). Each delay is drawn
+     *     uniformly in [0, min(max, initial * factor**n)], n counting those failures.
      * @param {number} [options.timeout=10000] default request timeout in ms (null: none).
      * @param {number} [options.connectTimeout=10000] ms for an attempt to reach mls.welcome.
      * @param {?number} [options.pingTimeout] ms to wait for mls.pong (default: the heartbeat
@@ -702,10 +704,7 @@
       if (stale) stale.close(1000);
       const attempt = ++this._attempt;
       this._timers.connect = setTimeout(() => {
-        if (attempt !== this._attempt) return;
-        const ws = this._detach();
-        if (ws) ws.close(4000, "connect timeout");
-        this._lost(1006, "connect timeout", false);
+        if (attempt === this._attempt) this._abandon("connect timeout");
       }, this.options.connectTimeout);
       const token = this.options.token;
       if (typeof token !== "function") {
@@ -795,6 +794,7 @@
     /** The current attempt or connection ended: reconnect, or close for good. */
     _lost(code, reason, wasClean) {
       this._attempt += 1; // a pending token promise must not open a socket any more
+      this._clearTimer("connect");
       this.lastClose = { code: code, reason: reason || "", wasClean: !!wasClean };
       this._rejectSent(code, reason);
       if (this._state === "closed") return;

@@ -52,6 +52,7 @@ def test_wheel_contains_both_packages_and_the_browser_assets(tmp_path: Path) -> 
     assert "mlsockets/py.typed" in names
     assert "mlsockets/protocol/connection.py" in names
     assert "mlsockets/transport/gevent/handler.py" in names
+    assert "mlsockets/static/mlsockets.js" in names
     assert "flask_mlsockets/__init__.py" in names
     assert "flask_mlsockets/py.typed" in names
     assert not any(name.startswith(("flask_ext/", "tests/", "benchmarks/")) for name in names)
