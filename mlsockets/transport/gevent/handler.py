@@ -235,6 +235,13 @@ class WebSocketHandlerMixin:
                 except Exception:
                     logger.exception("WebSocket on_open handler failed")
                     ws.fail(CloseCode.INTERNAL_ERROR, "internal error")
+            if ws.closed:
+                # on_open refused (closed) the connection: finish closing, deliver no
+                # messages, and still tell on_close, as for any other end.
+                ws.wait_closed()
+                ws._on_close = upgrade.on_close
+                ws._notify_closed()
+                return
             ws.serve_callbacks(upgrade.on_message, upgrade.on_close)
             worker = ws._worker
             if tls and isinstance(worker, gevent.Greenlet):

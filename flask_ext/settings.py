@@ -1,0 +1,229 @@
+"""The ``MLSOCKETS_*`` configuration keys: defaults, validation, and the settings they make.
+
+Every option has a lower-case name (``path``) usable as a keyword argument of
+:class:`~flask_mlsockets.MLSockets` and a config key (``MLSOCKETS_PATH``). ``init_app`` sets
+each key with ``app.config.setdefault``, the keyword argument (or the built-in default) being
+the default value, so the app's own config always wins; then it reads them all once into a
+frozen :class:`Settings`. Every field of :class:`mlsockets.hub.HubOptions` is an option too
+(``MLSOCKETS_RATE``, ``MLSOCKETS_BURST``, ``MLSOCKETS_HEARTBEAT``...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from mlsockets.exceptions import ConfigurationError
+from mlsockets.formatters import msgpack as _msgpack
+from mlsockets.formatters.base import FORMATTERS, get_formatter
+from mlsockets.hub import HubOptions
+
+__all__ = ["CONFIG_PREFIX", "Settings", "config_key", "option_defaults", "set_defaults"]
+
+CONFIG_PREFIX = "MLSOCKETS_"
+
+#: The extension's own options and their defaults (docs/flask.md has the table).
+_OWN_DEFAULTS: dict[str, object] = {
+    "path": "/ws",
+    "allowed_origins": None,  # None: same origin only
+    "require_origin": False,
+    "allow_anonymous": False,
+    "handshake_rate": 10.0,  # per second and remote address; None: no limit
+    "handshake_burst": 50,
+    "formats": None,  # None: json, then msgpack when installed
+    "redis_url": None,
+    "serve_client": True,
+}
+
+
+def option_defaults() -> dict[str, object]:
+    """Every option name with its built-in default, the HubOptions fields included."""
+    defaults = dict(_OWN_DEFAULTS)
+    hub_defaults = HubOptions()
+    for field in dataclasses.fields(HubOptions):
+        defaults[field.name] = getattr(hub_defaults, field.name)
+    return defaults
+
+
+def config_key(name: str) -> str:
+    """``"path"`` -> ``"MLSOCKETS_PATH"``."""
+    return CONFIG_PREFIX + name.upper()
+
+
+def check_options(options: Mapping[str, object]) -> None:
+    """Raise ``TypeError`` for an option name the extension does not know."""
+    unknown = sorted(set(options) - set(option_defaults()))
+    if unknown:
+        raise TypeError(f"unknown MLSockets option(s): {', '.join(unknown)}")
+
+
+def set_defaults(config: MutableMapping[str, Any], options: Mapping[str, object]) -> None:
+    """``config.setdefault`` every ``MLSOCKETS_*`` key, ``options`` overriding built-ins."""
+    for name, default in option_defaults().items():
+        config.setdefault(config_key(name), options.get(name, default))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The validated configuration of one app.
+
+    Attributes:
+        path: the URL rule of the WebSocket endpoint (handshakes).
+        allowed_origins: origins allowed besides the same origin (see OriginPolicy).
+        require_origin: refuse handshakes without an ``Origin`` header.
+        allow_anonymous: admit connections nobody authenticated (as ANONYMOUS).
+        handshake_rate, handshake_burst: handshakes per remote address; rate None: no limit.
+        subprotocols: the subprotocols negotiated, in our order of preference.
+        redis_url: the cluster layer's Redis URL, or None for this process only.
+        serve_client: serve the browser client at ``<path>/mlsockets.js``.
+        hub: the limits and behaviour of the app's hub.
+    """
+
+    path: str
+    allowed_origins: tuple[str, ...]
+    require_origin: bool
+    allow_anonymous: bool
+    handshake_rate: float | None
+    handshake_burst: int
+    subprotocols: tuple[str, ...]
+    redis_url: str | None
+    serve_client: bool
+    hub: HubOptions
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """Read and check every key (after :func:`set_defaults`).
+
+        Raises:
+            ConfigurationError: a value of the wrong type or out of range; the message names
+                the key.
+        """
+        get = _Reader(config)
+        path = get.text("path")
+        if not path.startswith("/"):
+            raise ConfigurationError(f"{config_key('path')} must start with '/', not {path!r}")
+        hub = HubOptions(
+            **{f.name: config[config_key(f.name)] for f in dataclasses.fields(HubOptions)}
+        )
+        _check_hub(hub)
+        rate = get.optional_number("handshake_rate")
+        burst = get.integer("handshake_burst")
+        if rate is not None and (rate <= 0 or burst < 1):
+            raise ConfigurationError(
+                f"{config_key('handshake_rate')} must be > 0 (or None) and "
+                f"{config_key('handshake_burst')} >= 1"
+            )
+        redis_url = config[config_key("redis_url")]
+        if redis_url is not None and not (isinstance(redis_url, str) and redis_url):
+            raise ConfigurationError(f"{config_key('redis_url')} must be a URL string or None")
+        return cls(
+            path=path.rstrip("/") or "/",
+            allowed_origins=get.strings("allowed_origins"),
+            require_origin=get.flag("require_origin"),
+            allow_anonymous=get.flag("allow_anonymous"),
+            handshake_rate=rate,
+            handshake_burst=burst,
+            subprotocols=_subprotocols(config[config_key("formats")]),
+            redis_url=redis_url,
+            serve_client=get.flag("serve_client"),
+            hub=hub,
+        )
+
+
+class _Reader:
+    """Typed reads of ``MLSOCKETS_*`` keys, with errors naming the key."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self._config = config
+
+    def _fail(self, name: str, expected: str) -> ConfigurationError:
+        value = self._config[config_key(name)]
+        return ConfigurationError(f"{config_key(name)} must be {expected}, not {value!r}")
+
+    def text(self, name: str) -> str:
+        value = self._config[config_key(name)]
+        if not isinstance(value, str):
+            raise self._fail(name, "a string")
+        return value
+
+    def flag(self, name: str) -> bool:
+        value = self._config[config_key(name)]
+        if not isinstance(value, bool):
+            raise self._fail(name, "True or False")
+        return value
+
+    def integer(self, name: str) -> int:
+        value = self._config[config_key(name)]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._fail(name, "an integer")
+        return value
+
+    def optional_number(self, name: str) -> float | None:
+        value = self._config[config_key(name)]
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._fail(name, "a number or None")
+        if not math.isfinite(value):
+            raise self._fail(name, "a finite number")
+        return float(value)
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        value = self._config[config_key(name)]
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, list | tuple | set | frozenset) and all(
+            isinstance(v, str) for v in value
+        ):
+            return tuple(value)
+        raise self._fail(name, "a string, a list of strings or None")
+
+
+def _check_hub(options: HubOptions) -> None:
+    def fail(name: str, expected: str) -> ConfigurationError:
+        value = getattr(options, name)
+        return ConfigurationError(f"{config_key(name)} must be {expected}, not {value!r}")
+
+    if options.heartbeat is not None and not options.heartbeat > 0:
+        raise fail("heartbeat", "> 0 seconds or None")
+    if not (isinstance(options.rate, int | float) and options.rate > 0):
+        raise fail("rate", "> 0 messages per second")
+    if not (isinstance(options.burst, int) and options.burst >= 1):
+        raise fail("burst", "an integer >= 1")
+    if not (isinstance(options.bad_window, int | float) and options.bad_window > 0):
+        raise fail("bad_window", "> 0 seconds")
+    if not (isinstance(options.presence_grace, int | float) and options.presence_grace >= 0):
+        raise fail("presence_grace", ">= 0 seconds")
+
+
+def _subprotocols(formats: object) -> tuple[str, ...]:
+    """Format names ("json", "msgpack") -> their subprotocols, in the order given."""
+    by_name = {formatter.name: formatter for formatter in FORMATTERS.values()}
+    if formats is None:
+        return tuple(
+            f.subprotocol
+            for f in FORMATTERS.values()
+            if f.name != "msgpack" or _msgpack.available()
+        )
+    if isinstance(formats, str):
+        formats = [formats]
+    if not isinstance(formats, list | tuple) or not formats:
+        raise ConfigurationError(
+            f"{config_key('formats')} must be a non-empty list of format names "
+            f"({', '.join(by_name)}) or None, not {formats!r}"
+        )
+    subprotocols = []
+    for name in formats:
+        formatter = by_name.get(name) if isinstance(name, str) else None
+        if formatter is None:
+            raise ConfigurationError(
+                f"{config_key('formats')}: unknown format {name!r}; known: {', '.join(by_name)}"
+            )
+        get_formatter(formatter.subprotocol)  # ConfigurationError: msgpack is not installed
+        subprotocols.append(formatter.subprotocol)
+    return tuple(subprotocols)
