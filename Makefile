@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml setup.py setup.cfg
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# The chat example (examples/chat/): it logs the URL to open; log in as alice, bob or carol.
+# One process, no Redis. MLSOCKETS_BIND is the serve command's default --bind.
 demo: $(STAMP)
-	$(BIN)/mlsockets serve examples.echo:app --bind 127.0.0.1:$(PORT)
+	MLSOCKETS_BIND=127.0.0.1:$(PORT) $(BIN)/mlsockets serve "examples.chat:create_app()"
 
 test: lint typecheck imports system-deps pytest
 

@@ -1,6 +1,6 @@
-"""The demo until the chat example exists: an echo page and a raw WebSocket echo endpoint.
+"""A plain WSGI app (no framework): an echo page and a raw WebSocket echo endpoint.
 
-Run with ``make demo`` (``mlsockets serve examples.echo:app``) and open http://127.0.0.1:8000/.
+Run with ``mlsockets serve examples.echo:app`` and open http://127.0.0.1:8000/.
 """
 
 from __future__ import annotations
