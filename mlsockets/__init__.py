@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlsockets._version import __version__
 from mlsockets.auth import ANONYMOUS, HandshakeRequest, Principal, RawWebSocket, Upgrade
+from mlsockets.broadcast.base import BroadcastUnavailable, ClusterUnavailable
 from mlsockets.exceptions import (
     ConfigurationError,
     ConnectionClosed,
@@ -28,17 +29,21 @@ from mlsockets.protocol.deflate import DeflateConfig
 from mlsockets.protocol.frames import CloseCode
 
 if TYPE_CHECKING:
+    from mlsockets.broadcast.emitter import Emitter
     from mlsockets.transport.gevent.options import ServerOptions
 
 __all__ = [
     "__version__",
     "ANONYMOUS",
+    "BroadcastUnavailable",
     "CloseCode",
+    "ClusterUnavailable",
     "ConfigurationError",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "DeflateConfig",
+    "Emitter",
     "Forbidden",
     "HandshakeRequest",
     "InvalidHandshake",
@@ -69,6 +74,10 @@ def serve(app: Any, bind: str | list[str] = "127.0.0.1:8000", **kwargs: Any) -> 
 
 
 def __getattr__(name: str) -> Any:
+    if name == "Emitter":  # loaded on use: it is the entry point to redis-py
+        from mlsockets.broadcast.emitter import Emitter
+
+        return Emitter
     if name == "ServerOptions":
         from mlsockets.transport.gevent.options import ServerOptions
 

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from mlsockets.auth import Principal
 from mlsockets.broadcast.base import (
     Broadcaster,
+    BroadcastUnavailable,
     Channel,
     ConnectionTarget,
     Everyone,
@@ -36,7 +37,7 @@ from mlsockets.broadcast.local import LocalBroadcaster
 from mlsockets.channels.authorizers import ChannelAuthorizers
 from mlsockets.channels.membership import Membership
 from mlsockets.channels.names import ChannelKind, InvalidChannel, parse_channel
-from mlsockets.channels.presence import Presence
+from mlsockets.channels.presence import Member, Presence
 from mlsockets.events import ErrorBudget, ErrorInfo, EventRouter, TokenBucket, error_for
 from mlsockets.exceptions import Forbidden, MLSocketsError, Unauthorized
 from mlsockets.formatters.base import Formatter
@@ -52,12 +53,52 @@ from mlsockets.registry.local import LocalRegistry
 from mlsockets.scheduling import Scheduler
 from mlsockets.typing import ChannelName, ConnectionId, Message, UserId
 
-__all__ = ["Connection", "HubOptions", "Hub", "Refusal"]
+__all__ = ["ClusterPresence", "Connection", "HubOptions", "Hub", "PresenceHook", "Refusal"]
 
 logger = logging.getLogger("mlsockets.hub")
 
 POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
+
+
+#: ``hook(channel, user_id, info)``: a cluster presence asks the hub to announce a member.
+PresenceHook = Callable[[ChannelName, UserId, Mapping[str, object]], None]
+
+
+class ClusterPresence(Protocol):
+    """What the hub needs to make its registry and presence cluster-wide (implemented by
+    :class:`mlsockets.registry.redis.RedisRegistry`; none in a single process).
+
+    Presence is counted per node here: the hub calls :meth:`join` when a user's first local
+    connection enters a presence channel, and :meth:`leave` when their last local one left it
+    (after the grace period); the cluster answers whether that changed the cluster's member
+    list, and only then is ``mls.joined`` / ``mls.left`` announced. None of these methods
+    raises when the cluster's store is unreachable: ``join``/``leave`` then return True and
+    ``members``/``count_user`` None, so the hub falls back to what it knows locally.
+
+    Call protocol: the hub calls :meth:`attach` once, from its constructor, with its
+    announcers (for members that joined or left through another node's failure or recovery:
+    a dead node's members purged by this one, for instance) and ``on_refresh``, which sends
+    every local member of a presence channel the current member list (``mls.presence``)
+    after the cluster lost events; they may be called from the cluster's own thread (a
+    greenlet in a gevent-patched process).
+    """
+
+    def attach(
+        self, on_joined: PresenceHook, on_left: PresenceHook, on_refresh: Callable[[], None]
+    ) -> None: ...
+
+    def connection_added(self, conn_id: ConnectionId, user_id: UserId | None) -> None: ...
+
+    def connection_removed(self, conn_id: ConnectionId, user_id: UserId | None) -> None: ...
+
+    def count_user(self, user_id: UserId) -> int | None: ...
+
+    def join(self, channel: ChannelName, user_id: UserId, info: Mapping[str, object]) -> bool: ...
+
+    def leave(self, channel: ChannelName, user_id: UserId) -> bool: ...
+
+    def members(self, channel: ChannelName) -> list[Member] | None: ...
 
 
 class Connection(Protocol):
@@ -152,6 +193,8 @@ class Hub:
         router: event handlers and connect/disconnect hooks.
         authorizers: channel authorizers.
         broadcaster: carries emits (default: this process only).
+        cluster: cluster-wide registry and presence; default: the broadcaster's ``cluster``
+            attribute when it has one (``RedisBroadcaster.from_url`` builds one), else none.
         scheduler: timers for the presence grace period.
         clock: monotonic seconds, for rate limits.
         send_many: delivers one encoded message to many connections.
@@ -163,6 +206,7 @@ class Hub:
         authorizers: ChannelAuthorizers | None = None,
         *,
         broadcaster: Broadcaster | None = None,
+        cluster: ClusterPresence | None = None,
         scheduler: Scheduler | None = None,
         clock: Callable[[], float] = time.monotonic,
         options: HubOptions | None = None,
@@ -190,6 +234,12 @@ class Hub:
         # Connections whose connect hooks are running: they may join rooms already.
         self._connecting: set[ConnectionId] = set()
         self.last_refusal: Refusal | None = None
+        #: The cluster-wide registry and presence, or None (this process only).
+        self.cluster: ClusterPresence | None = (
+            cluster if cluster is not None else getattr(self.broadcaster, "cluster", None)
+        )
+        if self.cluster is not None:
+            self.cluster.attach(self._cluster_joined, self._announce_left, self._refresh_presence)
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -202,7 +252,10 @@ class Hub:
         principal = conn.principal
         limit = self.options.max_connections_per_user
         if limit is not None and principal.user_id is not None:
-            if self.registry.count_user(principal.user_id) >= limit:
+            count = self.cluster.count_user(principal.user_id) if self.cluster else None
+            if count is None:
+                count = self.registry.count_user(principal.user_id)
+            if count >= limit:
                 self.last_refusal = Refusal(POLICY_VIOLATION, "too many connections")
                 return False
         refusal: Refusal | None = None
@@ -236,6 +289,8 @@ class Hub:
             "user_id": principal.user_id,
         }
         self._send(conn, event_envelope("mls.welcome", welcome))
+        if self.cluster is not None:  # after the welcome: this may yield to a relay delivery
+            self.cluster.connection_added(conn.id, principal.user_id)
         return True
 
     def disconnect(self, conn: Connection) -> None:
@@ -246,6 +301,8 @@ class Hub:
         for channel in self.membership.leave_all(conn.id):
             self._channel_left(conn, channel, session)
         self.registry.remove(conn)
+        if self.cluster is not None:
+            self.cluster.connection_removed(conn.id, conn.principal.user_id)
         self.router.run_disconnect(conn)
 
     # -- incoming ------------------------------------------------------------------------
@@ -350,10 +407,12 @@ class Hub:
             info = dict(result.member_info or {})
             session.presence[channel] = principal.user_id
             joined = self.presence.add(channel, principal.user_id, conn.id, info)
+            if joined and self.cluster is not None:  # the user may be present on another node
+                joined = self.cluster.join(channel, principal.user_id, info)
             if joined:
                 member = {"user_id": principal.user_id, "info": info}
-                self.emit(
-                    "mls.joined", {"channel": channel, "member": member}, to=channel, skip=conn.id
+                self._emit_system(
+                    "mls.joined", {"channel": channel, "member": member}, channel, skip=conn.id
                 )
             members = self._members(channel)
             self._send(
@@ -368,9 +427,10 @@ class Hub:
         return reply
 
     def _members(self, channel: ChannelName) -> list[dict[str, Any]]:
-        return [
-            {"user_id": uid, "info": dict(info)} for uid, info in self.presence.members(channel)
-        ]
+        members = self.cluster.members(channel) if self.cluster is not None else None
+        if members is None:
+            members = self.presence.members(channel)
+        return [{"user_id": uid, "info": dict(info)} for uid, info in members]
 
     def _unsubscribe(self, session: _Session, name: str) -> dict[str, Any]:
         _, channel = parse_channel(name)
@@ -397,8 +457,37 @@ class Hub:
     def _presence_left(
         self, channel: ChannelName, user_id: UserId, info: Mapping[str, object]
     ) -> None:
+        if self.cluster is not None and not self.cluster.leave(channel, user_id):
+            return  # still present through another node
+        self._announce_left(channel, user_id, info)
+
+    def _announce_left(
+        self, channel: ChannelName, user_id: UserId, info: Mapping[str, object]
+    ) -> None:
         member = {"user_id": user_id, "info": dict(info)}
-        self.emit("mls.left", {"channel": channel, "member": member}, to=channel)
+        self._emit_system("mls.left", {"channel": channel, "member": member}, channel)
+
+    def _cluster_joined(
+        self, channel: ChannelName, user_id: UserId, info: Mapping[str, object]
+    ) -> None:
+        member = {"user_id": user_id, "info": dict(info)}
+        self._emit_system("mls.joined", {"channel": channel, "member": member}, channel)
+
+    def _refresh_presence(self) -> None:
+        """Send each local member of every presence channel the current member list."""
+        for channel in self.presence.channels():
+            data = {"channel": channel, "members": self._members(channel)}
+            self._deliver(Channel(channel), event_envelope("mls.presence", data), None)
+
+    def _emit_system(
+        self, event: str, data: object, channel: ChannelName, skip: ConnectionId | None = None
+    ) -> None:
+        """Emit a system event; one the other processes cannot get is logged, not raised
+        (it happens inside a subscribe or a disconnect, which must not fail for it)."""
+        try:
+            self.emit(event, data, to=channel, skip=skip)
+        except BroadcastUnavailable as exc:
+            logger.warning("%s for %s reached this process only: %s", event, channel, exc)
 
     def join(self, conn: Connection, channel: str) -> None:
         """Put ``conn`` in ``channel`` from server code (a room): no authorization.
@@ -435,6 +524,10 @@ class Hub:
         """Send an event to ``to``: a channel name, a Target, or None for everyone.
 
         ``skip`` excludes one connection (the sender). Returns the local receivers.
+
+        Raises:
+            BroadcastUnavailable: with a relaying broadcaster, the other processes could not
+                be reached (the local receivers got the event).
         """
         target: Target
         if to is None:

@@ -1,0 +1,137 @@
+"""The relay message codec, channel naming and reconnection backoff (pure: no Redis)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from cluster_support import ROOT
+
+from mlsockets.broadcast.base import Channel, ConnectionTarget, Everyone, Tag, Target, User
+from mlsockets.broadcast.relay import (
+    RELAY_VERSION,
+    ReconnectBackoff,
+    RelayChannels,
+    RelayError,
+    RelayMessage,
+    UnsupportedVersion,
+    decode,
+    encode,
+)
+from mlsockets.exceptions import ConfigurationError
+from mlsockets.typing import ConnectionId, NodeId
+
+ENVELOPE = {"event": "chat.message", "channel": "room:lobby", "data": {"text": "héllo"}}
+
+
+class TestRelayMessage:
+    @pytest.mark.parametrize(
+        "target",
+        [Channel("room:lobby"), User("7"), ConnectionTarget("abc"), Tag("staff"), Everyone()],
+    )
+    def test_round_trip(self, target: Target) -> None:
+        message = RelayMessage(NodeId("n1"), target, ENVELOPE, ConnectionId("c9"))
+        assert decode(encode(message)) == message
+
+    def test_wire_form_is_versioned_compact_json(self) -> None:
+        data = encode(RelayMessage(NodeId("n1"), Channel("room:lobby"), ENVELOPE))
+        assert json.loads(data) == {
+            "v": RELAY_VERSION,
+            "origin": "n1",
+            "target": ["channel", "room:lobby"],
+            "envelope": ENVELOPE,
+            "skip": None,
+        }
+        assert b" " not in data.replace(b"h\xc3\xa9llo", b"")  # compact, UTF-8 as is
+        assert "héllo".encode() in data
+
+    def test_a_newer_version_is_reported_with_its_origin(self) -> None:
+        data = json.dumps({"v": 2, "origin": "new-node", "whatever": 1})
+        with pytest.raises(UnsupportedVersion) as info:
+            decode(data)
+        assert (info.value.version, info.value.origin) == (2, "new-node")
+        assert isinstance(info.value, RelayError)
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            b"\xff",
+            b"[]",
+            b"not json",
+            json.dumps({"v": True, "origin": "n"}),
+            json.dumps({"v": 1, "origin": "n", "target": ["everyone", None], "envelope": {}}),
+            json.dumps(
+                {"v": 1, "origin": "", "target": ["everyone", None],
+                 "envelope": {"event": "x"}, "skip": None}
+            ),
+            json.dumps(
+                {"v": 1, "origin": "n", "target": ["planet", "x"],
+                 "envelope": {"event": "x"}, "skip": None}
+            ),
+            json.dumps(
+                {"v": 1, "origin": "n", "target": ["user", 7],
+                 "envelope": {"event": "x"}, "skip": None}
+            ),
+            json.dumps(
+                {"v": 1, "origin": "n", "target": ["everyone", None],
+                 "envelope": {"event": "x"}, "skip": 3}
+            ),
+            json.dumps(
+                {"v": 1, "origin": "n", "target": ["everyone", None],
+                 "envelope": {"data": 1}, "skip": None}
+            ),
+        ],
+    )  # fmt: skip
+    def test_malformed_messages_raise_relay_error(self, data: bytes | str) -> None:
+        with pytest.raises(RelayError):
+            decode(data)
+
+    @pytest.mark.parametrize("data", [b"\x00bytes", float("nan"), {1, 2}])
+    def test_data_json_cannot_carry_fails_at_encode(self, data: object) -> None:
+        envelope = {"event": "x", "data": data}
+        with pytest.raises((TypeError, ValueError)):
+            encode(RelayMessage(NodeId("n"), Everyone(), envelope))
+
+
+class TestRelayChannels:
+    def test_channels_get_their_own_redis_channel_the_rest_share_one(self) -> None:
+        names = RelayChannels("app")
+        assert names.for_target(Channel("room:1")) == "app:c:room:1"
+        for target in (User("1"), ConnectionTarget("c"), Tag("t"), Everyone()):
+            assert names.for_target(target) == "app:all"
+        assert names.channel("all") != names.broadcast
+
+    @pytest.mark.parametrize("prefix", ["", "a|b"])
+    def test_invalid_prefixes(self, prefix: str) -> None:
+        with pytest.raises(ConfigurationError):
+            RelayChannels(prefix)
+
+
+class TestReconnectBackoff:
+    def test_capped_exponential_with_full_jitter(self) -> None:
+        backoff = ReconnectBackoff(initial=0.1, maximum=2.0, factor=2.0)
+        assert [backoff.cap(n) for n in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0]
+        assert backoff.cap(10_000) == 2.0
+        assert backoff.delay(3, rand=lambda: 0.5) == pytest.approx(0.4)
+        assert backoff.delay(3, rand=lambda: 0.0) == 0.0
+
+    @pytest.mark.parametrize(
+        "kwargs", [{"initial": -1}, {"initial": 3, "maximum": 2}, {"factor": 0.5}]
+    )
+    def test_invalid(self, kwargs: dict[str, float]) -> None:
+        with pytest.raises(ConfigurationError):
+            ReconnectBackoff(**kwargs)
+
+
+def test_the_lazy_emitter_export_loads_no_redis_until_used() -> None:
+    code = (
+        "import sys, mlsockets\n"
+        "emitter = mlsockets.Emitter\n"
+        "assert emitter.__name__ == 'Emitter'\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('redis', 'gevent')]\n"
+        "import mlsockets.broadcast.relay, mlsockets.broadcast.emitter\n"
+        "assert 'redis' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=30)
