@@ -1,6 +1,8 @@
 """Envelope fan-out through the hub versus raw fan-out, in one process and one run.
 
-Usage: python benchmarks/fanout_envelope.py [N] [BROADCASTS]     (default 10000 20)
+Usage: python benchmarks/fanout_envelope.py [N] [BROADCASTS]     (default 9000 20)
+
+N per endpoint: both endpoints share one process, whose file descriptor limit here is 20,000.
 
 The shared load generator holds N idle WebSocket connections on each of two endpoints
 (``loadgen connect --hold``): ``/raw`` connections get ``broadcast()`` of a 32-byte text,
@@ -74,7 +76,7 @@ def timed(fn: Callable[[], object], conns: list[WebSocket]) -> float:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 9000
     m = int(sys.argv[2]) if len(sys.argv) > 2 else 20
     options = ServerOptions(compression=None, ping_interval=None)
     server = Server(app, ["127.0.0.1:0"], options=options)

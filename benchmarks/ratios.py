@@ -76,7 +76,14 @@ def rss_per_idle_conn(run: Run) -> float | None:
 
 
 METRICS: list[Metric] = [
-    Metric("connect", "handshakes/s", lg("hs_per_s"), "count", latency=("hs_p50_us", "hs_p99_us")),
+    Metric(
+        "connect",
+        "handshakes/s",
+        lg("hs_per_s"),
+        "count",
+        target=Target("ratio", 2, ">= 2x"),
+        latency=("hs_p50_us", "hs_p99_us"),
+    ),
     Metric(
         "connect",
         "RSS per idle conn (B)",
