@@ -128,8 +128,8 @@ class HubOptions:
         heartbeat: seconds between server pings, announced in ``mls.welcome`` (None: off).
         rate: sustained messages per second allowed per connection.
         burst: messages allowed in a burst above ``rate``.
-        rate_strikes: rate-limited messages tolerated (each gets ``rate_limited``) before
-            the connection is closed with 1008.
+        rate_strikes: consecutive rate-limited messages tolerated (each gets
+            ``rate_limited``) before the connection is closed with 1008.
         max_bad_envelopes: malformed envelopes tolerated within ``bad_window`` seconds
             before the connection is closed with 1008.
         max_connections_per_user: None for no limit.
@@ -312,7 +312,9 @@ class Hub:
         session = self._sessions.get(conn.id)
         if session is None or session.closing:
             return
-        if not session.bucket.allow():
+        if session.bucket.allow():
+            session.strikes = 0  # strikes count consecutive refusals: a burst now and then is fine
+        else:
             session.strikes += 1
             if session.strikes > self.options.rate_strikes:
                 self._close(session, "rate limit exceeded")
