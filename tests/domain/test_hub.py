@@ -692,6 +692,19 @@ class TestRateLimit:
         scheduler.advance(0.5)
         assert_works(hub, conn)
 
+    def test_strikes_count_only_consecutive_refusals(
+        self, make: MakeHub, scheduler: ManualScheduler
+    ) -> None:
+        hub = make(rate=1.0, burst=1, rate_strikes=1)
+        conn = connect(hub)
+        for round_ in range(3):  # one refusal per burst, bursts apart: never closed
+            assert send(hub, conn, "echo", round_, 0) == [{"reply": 0, "data": round_}]
+            (reply,) = send(hub, conn, "echo", round_, 1)
+            assert reply["error"]["code"] == "rate_limited"
+            scheduler.advance(1.0)
+        assert conn.closes == []
+        assert_works(hub, conn)
+
     def test_rate_limited_garbage(self, make: MakeHub) -> None:
         hub = make(rate=1.0, burst=1, rate_strikes=5)
         conn = connect(hub)
