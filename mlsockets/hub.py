@@ -28,10 +28,10 @@ from mlsockets.broadcast.base import (
     BroadcastUnavailable,
     Channel,
     ConnectionTarget,
-    Everyone,
     Tag,
     Target,
     User,
+    addressed,
 )
 from mlsockets.broadcast.local import LocalBroadcaster
 from mlsockets.channels.authorizers import ChannelAuthorizers
@@ -531,15 +531,8 @@ class Hub:
             BroadcastUnavailable: with a relaying broadcaster, the other processes could not
                 be reached (the local receivers got the event).
         """
-        target: Target
-        if to is None:
-            target = Everyone()
-        elif isinstance(to, str):
-            target = Channel(parse_channel(to)[1])
-        else:
-            target = to
-        channel = target.name if isinstance(target, Channel) else None
-        return self.broadcaster.publish(target, event_envelope(event, data, channel), skip)
+        target, envelope = addressed(event, data, to)
+        return self.broadcaster.publish(target, envelope, skip)
 
     def _resolve(self, target: Target) -> Iterable[Connection]:
         registry = self.registry

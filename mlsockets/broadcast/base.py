@@ -16,7 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from mlsockets.channels.names import parse_channel
 from mlsockets.exceptions import MLSocketsError
+from mlsockets.formatters.envelope import event_envelope
 from mlsockets.typing import ConnectionId
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "Target",
     "Deliver",
     "Broadcaster",
+    "addressed",
 ]
 
 
@@ -121,3 +124,20 @@ class Broadcaster(Protocol):
     def channel_added(self, channel: str) -> None: ...
 
     def channel_removed(self, channel: str) -> None: ...
+
+
+def addressed(
+    event: str, data: object, to: str | Target | None
+) -> tuple[Target, dict[str, object]]:
+    """The target and envelope of an emit: ``to`` is a channel name, a Target, or None for
+    everyone; a channel target puts its name in the envelope. Raises ``InvalidChannel`` for a
+    bad channel name. Shared by the hub and the publish-only Emitter."""
+    target: Target
+    if to is None:
+        target = Everyone()
+    elif isinstance(to, str):
+        target = Channel(parse_channel(to)[1])
+    else:
+        target = to
+    channel = target.name if isinstance(target, Channel) else None
+    return target, event_envelope(event, data, channel)

@@ -28,10 +28,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from mlsockets.broadcast.base import Channel, Everyone, Target
+from mlsockets.broadcast.base import Target, addressed
 from mlsockets.broadcast.relay import RelayChannels, RelayMessage, encode
-from mlsockets.channels.names import parse_channel
-from mlsockets.formatters.envelope import event_envelope
 from mlsockets.typing import ConnectionId, NodeId
 
 __all__ = ["Emitter", "Publish"]
@@ -124,18 +122,11 @@ class Emitter:
             InvalidChannel: ``to`` is not a valid channel name.
             TypeError, ValueError: ``data`` cannot be encoded as JSON.
         """
-        target: Target
-        if to is None:
-            target = Everyone()
-        elif isinstance(to, str):
-            target = Channel(parse_channel(to)[1])
-        else:
-            target = to
-        channel = target.name if isinstance(target, Channel) else None
+        target, envelope = addressed(event, data, to)
         message = RelayMessage(
             self.origin,
             target,
-            event_envelope(event, data, channel),
+            envelope,
             None if skip is None else ConnectionId(skip),
         )
         return self._publish(self.channels.for_target(target), encode(message))
