@@ -326,6 +326,8 @@ class RedisBroadcaster:
             # The registry's announcements wait for the relay, or they would reach this
             # process only.
             cluster.ready = lambda: broadcaster.state is RelayState.CONNECTED
+            # The node status the registry writes into Redis with each heartbeat.
+            cluster.status_source = broadcaster.node_status
         return broadcaster
 
     # -- state -----------------------------------------------------------------------------
@@ -357,6 +359,17 @@ class RedisBroadcaster:
         if self.cluster is not None:
             status["cluster"] = self.cluster.status()
         return status
+
+    def node_status(self) -> dict[str, object]:
+        """The relay's part of the node status the registry publishes into Redis with
+        each heartbeat (``mlsockets status`` shows it): state, reconnects (successful
+        connections after the first), disconnects and local channels."""
+        return {
+            "relay_state": str(self._state),
+            "relay_reconnects": max(self.stats.connects - 1, 0),
+            "relay_disconnects": self.stats.disconnects,
+            "channels": len(self._wanted),
+        }
 
     # -- life cycle ------------------------------------------------------------------------
 

@@ -34,9 +34,16 @@ had no other node, and that survivor announces ``mls.left`` for each. A node tha
 own key gone (Redis restarted empty, or it was purged after a long pause) registers again;
 when it had been purged, it announces ``mls.joined`` for its members again.
 
+Node status: the value of ``<prefix>:node:<id>`` is a small JSON object
+(:meth:`~RedisRegistry.node_status`: node id, pid, host, started-at, updated-at, mlsockets
+version, local connections, plus what :attr:`~RedisRegistry.status_source` adds: the
+broadcaster's relay state, reconnects and local channels), rewritten with every heartbeat
+(the same single ``SET``, so it costs nothing extra and expires with the node).
+:meth:`~RedisRegistry.node_statuses` reads them for ``mlsockets status``.
+
 Keys (``p`` = prefix; ``|`` cannot occur in a channel name, so ``ch|user`` is unambiguous)::
 
-    p:node:<node>      heartbeat (string, TTL)      p:nodes          set of node ids
+    p:node:<node>      heartbeat + status JSON, TTL p:nodes          set of node ids
     p:tomb:<node>      "this node was purged"       p:users          set of online user ids
     p:nc:<node>        hash conn -> user ("" anon)  p:uc:<user>      hash conn -> node
     p:np:<node>        set of JSON [channel, user]  p:pm:<channel>   hash user -> info JSON
@@ -62,6 +69,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from mlsockets._version import __version__
 from mlsockets.broadcast.base import ClusterUnavailable
 from mlsockets.broadcast.relay import ReconnectBackoff, RelayChannels
 from mlsockets.channels.presence import Member
@@ -306,6 +314,11 @@ class RedisRegistry:
         #: Announcements wait until this returns True: the broadcaster that built this
         #: registry sets it to "the relay is connected", so none is lost at the source.
         self.ready: Callable[[], bool] = lambda: True
+        #: Extra fields for the node status written with every heartbeat (the broadcaster
+        #: that built this registry adds its relay state, reconnects and channels).
+        self.status_source: Callable[[], Mapping[str, object]] | None = None
+        #: When :meth:`start` ran (Unix time), for the node status.
+        self.started_at: float | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._wake = threading.Event()
@@ -363,6 +376,28 @@ class RedisRegistry:
             "purged_members": self.purged_members,
         }
 
+    def node_status(self) -> dict[str, object]:
+        """This node's status, as the heartbeat writes it into Redis (see the module
+        docstring); :meth:`node_statuses` reads every node's."""
+        status: dict[str, object] = {
+            "node_id": self.node_id,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": self.started_at,
+            "updated_at": round(time.time(), 3),
+            "version": __version__,
+            "connections": len(self._conns),
+        }
+        if self.status_source is not None:
+            try:
+                status.update(self.status_source())
+            except Exception:  # a status page must never stop the heartbeat
+                logger.exception("cluster registry: the node status source failed")
+        return status
+
+    def _node_value(self) -> str:
+        return json.dumps(self.node_status(), separators=(",", ":"), default=str)
+
     # -- life cycle ----------------------------------------------------------------------
 
     def attach(
@@ -390,6 +425,7 @@ class RedisRegistry:
             if self._thread is not None:
                 return
             self._pid = os.getpid()
+            self.started_at = time.time()
             self._stopping.clear()
             self._thread = threading.Thread(
                 target=self._run, name=f"mlsockets-registry-{self.node_id}", daemon=True
@@ -512,7 +548,8 @@ class RedisRegistry:
     def _beat(self) -> bool:
         """Refresh this node's key; False when it had expired (or was deleted)."""
         ttl_ms = int(self.ttl * 1000)
-        return bool(self._client.set(self._key("node", self.node_id), "1", px=ttl_ms, xx=True))
+        key, value = self._key("node", self.node_id), self._node_value()
+        return bool(self._client.set(key, value, px=ttl_ms, xx=True))
 
     # -- synchronisation -------------------------------------------------------------------
 
@@ -554,7 +591,7 @@ class RedisRegistry:
         tomb = self._key("tomb", node)
         purged = bool(client.exists(tomb))
         pipe = client.pipeline(transaction=True)
-        pipe.set(self._key("node", node), "1", px=int(self.ttl * 1000))
+        pipe.set(self._key("node", node), self._node_value(), px=int(self.ttl * 1000))
         pipe.sadd(self._key("nodes"), node)
         pipe.hgetall(self._key("nc", node))
         pipe.smembers(self._key("np", node))
@@ -715,6 +752,19 @@ class RedisRegistry:
         except REDIS_DOWN as exc:
             raise ClusterUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
 
+    def ping(self) -> None:
+        """PING Redis (``mlsockets check``).
+
+        Raises:
+            ClusterUnavailable: Redis cannot be reached.
+        """
+        self._query(self._client.ping)
+
+    def disconnect(self) -> None:
+        """Close this registry's Redis connections (for a registry built by
+        :meth:`from_url` for queries only; :meth:`close` stops a node's registry)."""
+        self._client.close()
+
     def online_users(self) -> list[UserId]:
         """Every user with at least one connection anywhere in the cluster (sorted).
 
@@ -750,6 +800,29 @@ class RedisRegistry:
             ClusterUnavailable: Redis cannot be reached.
         """
         return sorted(self._query(self._alive_nodes))
+
+    def node_statuses(self) -> dict[NodeId, dict[str, object]]:
+        """Every node whose heartbeat is current, with the status it last wrote (see
+        :meth:`node_status`; ``{}`` for a node that writes none), by node id.
+
+        Raises:
+            ClusterUnavailable: Redis cannot be reached.
+        """
+
+        def read() -> dict[NodeId, dict[str, object]]:
+            nodes = sorted(NodeId(_text(n)) for n in self._client.smembers(self._key("nodes")))
+            if not nodes:
+                return {}
+            pipe = self._client.pipeline(transaction=False)
+            for node in nodes:
+                pipe.get(self._key("node", node))
+            statuses: dict[NodeId, dict[str, object]] = {}
+            for node, raw in zip(nodes, pipe.execute(), strict=True):
+                if raw is not None:  # None: its key expired (dead, not purged yet)
+                    statuses[node] = dict(_info(raw))
+            return statuses
+
+        return cast(dict[NodeId, dict[str, object]], self._query(read))
 
     def _alive_nodes(self) -> list[NodeId]:
         nodes = [NodeId(_text(n)) for n in self._client.smembers(self._key("nodes"))]
