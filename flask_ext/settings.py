@@ -36,6 +36,18 @@ _OWN_DEFAULTS: dict[str, object] = {
     "formats": None,  # None: json, then msgpack when installed
     "redis_url": None,
     "serve_client": True,
+    # How emits cross processes: "local" (this process only), "redis" (MLSOCKETS_REDIS_URL)
+    # or "unix" (the processes of one host, over Unix sockets in broadcast_dir).
+    # None: "redis" when a Redis URL is set, else "local".
+    "broadcast": None,
+    "broadcast_dir": None,  # None: <app.instance_path>/mlsockets
+    # The HTTP publish API at <path>/api/publish; off unless a key or a secret is set.
+    "publish_key": None,  # shared key, sent as "Authorization: Bearer <key>"
+    "publish_secret": None,  # HMAC-SHA256 secret for signed requests
+    "publish_window": 300.0,  # seconds a signed request's timestamp stays valid
+    "publish_max_body": 1 << 20,  # bytes; larger bodies get 413
+    # Prometheus metrics served by the app at this path (None: not served by the app).
+    "metrics_path": None,
 }
 
 
@@ -79,6 +91,12 @@ class Settings:
         subprotocols: the subprotocols negotiated, in our order of preference.
         redis_url: the cluster layer's Redis URL, or None for this process only.
         serve_client: serve the browser client at ``<path>/mlsockets.js``.
+        broadcast: "local", "redis" or "unix" (resolved: never None).
+        broadcast_dir: the Unix-socket broadcaster's directory, or None for the default.
+        publish_key, publish_secret: credentials of the HTTP publish API (both None: off).
+        publish_window: seconds a signed publish request stays valid.
+        publish_max_body: largest publish request body in bytes.
+        metrics_path: URL path of the Prometheus metrics, or None.
         hub: the limits and behaviour of the app's hub.
     """
 
@@ -91,6 +109,13 @@ class Settings:
     subprotocols: tuple[str, ...]
     redis_url: str | None
     serve_client: bool
+    broadcast: str
+    broadcast_dir: str | None
+    publish_key: str | None
+    publish_secret: str | None
+    publish_window: float
+    publish_max_body: int
+    metrics_path: str | None
     hub: HubOptions
 
     @classmethod
@@ -119,6 +144,27 @@ class Settings:
         redis_url = config[config_key("redis_url")]
         if redis_url is not None and not (isinstance(redis_url, str) and redis_url):
             raise ConfigurationError(f"{config_key('redis_url')} must be a URL string or None")
+        broadcast = config[config_key("broadcast")]
+        if broadcast is None:
+            broadcast = "redis" if redis_url else "local"
+        if broadcast not in ("local", "redis", "unix"):
+            raise ConfigurationError(
+                f"{config_key('broadcast')} must be 'local', 'redis', 'unix' or None, "
+                f"not {broadcast!r}"
+            )
+        if broadcast == "redis" and not redis_url:
+            raise ConfigurationError(
+                f"{config_key('broadcast')} is 'redis' but {config_key('redis_url')} is not set"
+            )
+        window = get.optional_number("publish_window")
+        if window is None or window <= 0:
+            raise get.fail("publish_window", "> 0 seconds")
+        max_body = get.integer("publish_max_body")
+        if max_body < 1:
+            raise get.fail("publish_max_body", "a positive number of bytes")
+        metrics_path = get.optional_text("metrics_path")
+        if metrics_path is not None and not metrics_path.startswith("/"):
+            raise get.fail("metrics_path", "a path starting with '/' or None")
         return cls(
             path=path.rstrip("/") or "/",
             allowed_origins=get.strings("allowed_origins"),
@@ -129,6 +175,13 @@ class Settings:
             subprotocols=_subprotocols(config[config_key("formats")]),
             redis_url=redis_url,
             serve_client=get.flag("serve_client"),
+            broadcast=broadcast,
+            broadcast_dir=get.optional_text("broadcast_dir"),
+            publish_key=get.optional_text("publish_key"),
+            publish_secret=get.optional_text("publish_secret"),
+            publish_window=window,
+            publish_max_body=max_body,
+            metrics_path=metrics_path,
             hub=hub,
         )
 
@@ -139,26 +192,35 @@ class _Reader:
     def __init__(self, config: Mapping[str, Any]) -> None:
         self._config = config
 
-    def _fail(self, name: str, expected: str) -> ConfigurationError:
+    def fail(self, name: str, expected: str) -> ConfigurationError:
+        """The error for key ``name``: it must be ``expected``."""
         value = self._config[config_key(name)]
         return ConfigurationError(f"{config_key(name)} must be {expected}, not {value!r}")
+
+    def optional_text(self, name: str) -> str | None:
+        value = self._config[config_key(name)]
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise self.fail(name, "a non-empty string or None")
+        return value
 
     def text(self, name: str) -> str:
         value = self._config[config_key(name)]
         if not isinstance(value, str):
-            raise self._fail(name, "a string")
+            raise self.fail(name, "a string")
         return value
 
     def flag(self, name: str) -> bool:
         value = self._config[config_key(name)]
         if not isinstance(value, bool):
-            raise self._fail(name, "True or False")
+            raise self.fail(name, "True or False")
         return value
 
     def integer(self, name: str) -> int:
         value = self._config[config_key(name)]
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self._fail(name, "an integer")
+            raise self.fail(name, "an integer")
         return value
 
     def optional_number(self, name: str) -> float | None:
@@ -166,9 +228,9 @@ class _Reader:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self._fail(name, "a number or None")
+            raise self.fail(name, "a number or None")
         if not math.isfinite(value):
-            raise self._fail(name, "a finite number")
+            raise self.fail(name, "a finite number")
         return float(value)
 
     def strings(self, name: str) -> tuple[str, ...]:
@@ -181,7 +243,7 @@ class _Reader:
             isinstance(v, str) for v in value
         ):
             return tuple(value)
-        raise self._fail(name, "a string, a list of strings or None")
+        raise self.fail(name, "a string, a list of strings or None")
 
 
 def _check_hub(options: HubOptions) -> None:
