@@ -10,6 +10,13 @@ traceback names the page and the line in it. A block that needs a helper imports
 ``docs/_samples.py`` (the repository root is on ``sys.path``), so what a reader copies is what
 runs.
 
+A page that builds a file step by step (the tutorial) marks those blocks ```python file=PATH:
+PATH's blocks, in page order, are that file; each is run after the ones before it, in one
+namespace, as the reader's growing file would run, with PATH's folder on ``sys.path``; and
+the blocks, joined by two blank lines, must be exactly the file PATH in the repository.
+```python dir=FOLDER runs a block with FOLDER on ``sys.path`` (a reader's shell in the folder
+of the files the page built).
+
 Blocks are started a few at a time ahead of the test that checks them (the machine is
 shared, and each block costs an interpreter start), and every process is killed and reaped,
 also when a test fails.
@@ -18,6 +25,8 @@ also when a test fails.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import os
 import re
 import signal
@@ -38,16 +47,18 @@ AHEAD = 3  # blocks running at once
 # three or more backticks, the info string. CommonMark 4.5.
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,})(?P<info>[^`]*)$")
 
-# What the runner does in the child: compile the block under the page's name, padded so that
-# line numbers are the page's, and run it as __main__ (a block may use if __name__ == ...).
-_RUNNER = (
-    "import sys\n"
-    "path, first = sys.argv[1], int(sys.argv[2])\n"
-    "source = sys.stdin.read()\n"
-    "code = compile('\\n' * (first - 1) + source, path, 'exec')\n"
-    "sys.argv = [path]\n"
-    "exec(code, {'__name__': '__main__', '__file__': path})\n"
-)
+# What the runner does in the child: compile each part under the page's name, padded so that
+# line numbers are the page's, and run the parts in one namespace as __main__.
+_RUNNER = """\
+import json, sys
+spec = json.load(sys.stdin)
+if spec["dir"]:
+    sys.path.insert(0, spec["dir"])
+sys.argv = [spec["file"]]
+namespace = {"__name__": "__main__", "__file__": spec["file"]}
+for first, source in spec["parts"]:
+    exec(compile("\\n" * (first - 1) + source, spec["page"], "exec"), namespace)
+"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +69,8 @@ class Block:
     line: int
     source: str
     run: bool
+    file: str | None = None  # file=PATH: a step of that file
+    dir: str | None = None  # dir=FOLDER: run with FOLDER on sys.path
 
     @property
     def where(self) -> str:
@@ -93,10 +106,35 @@ def blocks_of(page: Path, root: Path = ROOT) -> Iterator[Block]:
             body.append(line[indent:] if not line[:indent].strip() else line.lstrip())
         if words[:1] != ["python"]:
             continue
-        yield Block(relative, first, "\n".join(body) + "\n", run="no-run" not in words[1:])
+        attrs = dict(word.partition("=")[::2] for word in words[1:] if "=" in word)
+        yield Block(
+            relative,
+            first,
+            "\n".join(body) + "\n",
+            run="no-run" not in words[1:],
+            file=attrs.get("file"),
+            dir=attrs.get("dir"),
+        )
 
 
 ALL_BLOCKS = [block for page in pages() for block in blocks_of(page)]
+
+
+def steps_before(block: Block, blocks: list[Block] = ALL_BLOCKS) -> list[Block]:
+    """The blocks of ``block.file`` on its page up to ``block`` included (or just ``block``)."""
+    if block.file is None:
+        return [block]
+    same = [b for b in blocks if b.path == block.path and b.file == block.file]
+    return same[: same.index(block) + 1]
+
+
+def built_files(blocks: list[Block] = ALL_BLOCKS) -> dict[tuple[str, str], str]:
+    """(page, file) -> the text its file= blocks make: joined by two blank lines."""
+    parts: dict[tuple[str, str], list[str]] = {}
+    for block in blocks:
+        if block.file is not None:
+            parts.setdefault((block.path, block.file), []).append(block.source.rstrip("\n"))
+    return {key: "\n\n\n".join(texts) + "\n" for key, texts in parts.items()}
 
 
 class _Run:
@@ -111,8 +149,15 @@ class _Run:
             if name.startswith(("MLSOCKETS_", "WS_", "FLASK_")):
                 del env[name]
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        folder = block.dir or (str(Path(block.file).parent) if block.file else None)
+        spec = {
+            "page": block.path,
+            "file": str(ROOT / block.file) if block.file else block.path,
+            "dir": str(ROOT / folder) if folder else None,
+            "parts": [(step.line, step.source) for step in steps_before(block)],
+        }
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _RUNNER, block.path, str(block.line)],
+            [sys.executable, "-c", _RUNNER],
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,
@@ -121,7 +166,7 @@ class _Run:
             start_new_session=True,  # its own group: a timeout kills what it started, too
         )
         assert self.process.stdin is not None
-        self.process.stdin.write(block.source.encode())
+        self.process.stdin.write(json.dumps(spec).encode())
         self.process.stdin.close()
 
     def wait(self) -> tuple[int | None, str]:
@@ -193,6 +238,35 @@ def test_fences_are_parsed(tmp_path: Path) -> None:
         Block("page.md", 13, "def f():\n    pass\n", run=False),
         Block("page.md", 17, "s = '```'\n", run=True),
     ]
+
+
+def test_file_steps_accumulate(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```python file=a.py\nimport os\n```\n"
+        "```python\nx = 1\n```\n"
+        "```python file=a.py\nprint(os.sep)\n```\n",
+        encoding="utf-8",
+    )
+    found = list(blocks_of(page, tmp_path))
+    assert [b.file for b in found] == ["a.py", None, "a.py"]
+    assert steps_before(found[2], found) == [found[0], found[2]]
+    assert steps_before(found[1], found) == [found[1]]
+    assert built_files(found) == {("page.md", "a.py"): "import os\n\n\nprint(os.sep)\n"}
+
+
+def test_step_by_step_files_are_the_repository_files() -> None:
+    """What a page builds in file= steps is, to the byte, the file the repository has (and
+    that its own tests serve and run)."""
+    for (page, file), text in built_files().items():
+        path = ROOT / file
+        assert path.is_file(), f"{page} builds {file}, which does not exist"
+        actual = path.read_text(encoding="utf-8")
+        if actual != text:
+            diff = difflib.unified_diff(
+                actual.splitlines(), text.splitlines(), file, f"{page} steps", lineterm=""
+            )
+            pytest.fail(f"{file} differs from the steps of {page}:\n" + "\n".join(diff))
 
 
 @pytest.mark.parametrize("block", ALL_BLOCKS, ids=[block.where for block in ALL_BLOCKS])
