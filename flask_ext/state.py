@@ -230,6 +230,9 @@ class AppState:
             scheduler=self.scheduler,
             options=self.settings.hub,
         )
+        # The servers return once their connections are closed; the process then exits:
+        # cancel the presence timers and deregister from the cluster at once (Hub.close).
+        hub.close_at_exit()
         logger.info(
             "hub for app %r created in process %d (%s)",
             self.runner.app.name,

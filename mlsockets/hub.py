@@ -16,12 +16,15 @@ once). Errors map to the wire in one place: :func:`mlsockets.events.error_for` f
 
 from __future__ import annotations
 
+import atexit
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from mlsockets import metrics
 from mlsockets.auth import Principal
 from mlsockets.broadcast.base import (
     Broadcaster,
@@ -39,7 +42,7 @@ from mlsockets.channels.membership import Membership
 from mlsockets.channels.names import ChannelKind, InvalidChannel, parse_channel
 from mlsockets.channels.presence import Member, Presence
 from mlsockets.events import ErrorBudget, ErrorInfo, EventRouter, TokenBucket, error_for
-from mlsockets.exceptions import Forbidden, MLSocketsError, Unauthorized
+from mlsockets.exceptions import Forbidden, InvalidState, MLSocketsError, Unauthorized
 from mlsockets.formatters.base import Formatter
 from mlsockets.formatters.envelope import (
     ClientEnvelope,
@@ -57,6 +60,7 @@ __all__ = ["ClusterPresence", "Connection", "HubOptions", "Hub", "PresenceHook",
 
 logger = logging.getLogger("mlsockets.hub")
 
+GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
 
@@ -165,6 +169,7 @@ class _Session:
     strikes: int = 0
     presence: dict[ChannelName, UserId] = field(default_factory=dict)
     closing: bool = False  # the hub closed it: its later messages are ignored
+    opened: float = field(default_factory=time.monotonic)  # for the log line at its close
 
 
 SendMany = Callable[[Iterable[Connection], Message], None]
@@ -233,6 +238,9 @@ class Hub:
         self._sessions: dict[ConnectionId, _Session] = {}
         # Connections whose connect hooks are running: they may join rooms already.
         self._connecting: set[ConnectionId] = set()
+        # Presence channels their connect hooks joined: channel -> member info.
+        self._pending_presence: dict[ConnectionId, dict[ChannelName, dict[str, object]]] = {}
+        self._closed = False
         self.last_refusal: Refusal | None = None
         #: The cluster-wide registry and presence, or None (this process only).
         self.cluster: ClusterPresence | None = (
@@ -249,6 +257,9 @@ class Hub:
         Returns False when a limit or a connect hook refused it; :attr:`last_refusal` then
         says how to close it (the adapter closes; the hub has forgotten the connection).
         """
+        if self._closed:
+            self.last_refusal = Refusal(GOING_AWAY, "server shutting down")
+            return False
         principal = conn.principal
         limit = self.options.max_connections_per_user
         if limit is not None and principal.user_id is not None:
@@ -269,11 +280,13 @@ class Hub:
             refusal = Refusal(INTERNAL_ERROR, "internal error")
         finally:
             self._connecting.discard(conn.id)
+        pending = self._pending_presence.pop(conn.id, {})
         if refusal is not None:
             # Forget the rooms a hook joined before the connection was refused.
             for channel in self.membership.leave_all(conn.id):
                 if not self.membership.count(channel):
                     self.broadcaster.channel_removed(channel)
+            logger.info("connection %s refused: %s (%d)", conn.id, refusal.reason, refusal.code)
             self.last_refusal = refusal
             return False
         opts = self.options
@@ -289,8 +302,14 @@ class Hub:
             "user_id": principal.user_id,
         }
         self._send(conn, event_envelope("mls.welcome", welcome))
+        logger.info("connection %s open (user %s)", conn.id, principal.user_id)
         if self.cluster is not None:  # after the welcome: this may yield to a relay delivery
             self.cluster.connection_added(conn.id, principal.user_id)
+        session = self._sessions.get(conn.id)
+        for channel, info in pending.items():  # presence rooms a connect hook joined
+            if session is None or not self.membership.is_member(channel, conn.id):
+                continue  # left again (by the hook, or gone while the cluster answered)
+            self._enter_presence(session, channel, info)
         return True
 
     def disconnect(self, conn: Connection) -> None:
@@ -298,12 +317,47 @@ class Hub:
         session = self._sessions.pop(conn.id, None)
         if session is None:
             return
+        logger.info(
+            "connection %s closed (user %s, code %s, %.1f s)",
+            conn.id,
+            conn.principal.user_id,
+            getattr(conn, "close_code", None),  # the transport's close code, when it has one
+            time.monotonic() - session.opened,
+        )
         for channel in self.membership.leave_all(conn.id):
             self._channel_left(conn, channel, session)
         self.registry.remove(conn)
         if self.cluster is not None:
             self.cluster.connection_removed(conn.id, conn.principal.user_id)
         self.router.run_disconnect(conn)
+
+    def close(self) -> None:
+        """Shut the hub down; the server (or the adapter) calls it once it closed its
+        connections. Safe to call twice.
+
+        Cancels every pending presence grace timer, so none fires into a hub whose server
+        is gone (members in their grace period are forgotten here without ``mls.left``:
+        this process has no client left to tell). Then closes the broadcaster when it has a
+        ``close()``: a :class:`~mlsockets.broadcast.redis.RedisBroadcaster` deregisters this
+        node, and the other processes announce ``mls.left`` for the members only this node
+        had (its grace-period ones included) at once instead of after the node's TTL.
+
+        Afterwards :meth:`connect` refuses with 1001, and a connection that still
+        disconnects leaves presence without a timer and without an announcement.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.presence.close()
+        close = getattr(self.broadcaster, "close", None)
+        if callable(close):
+            close()
+
+    def close_at_exit(self) -> None:
+        """Have :meth:`close` run when the interpreter exits (after ``mlsockets serve`` or a
+        gunicorn worker returned, their connections closed). Keeps only a weak reference:
+        a hub that was garbage-collected meanwhile is not kept alive for it."""
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     # -- incoming ------------------------------------------------------------------------
 
@@ -322,6 +376,7 @@ class Hub:
             # Answer the envelope's id when it has one, so that the client's ack fails now
             # rather than timing out (the message is not handled, only parsed).
             msg_id, event = _peek(conn.formatter, message)
+            metrics.error_reply("rate_limited")  # metrics: error replies by code
             self._send(
                 conn, error_envelope(msg_id, "rate_limited", "too many messages", event=event)
             )
@@ -339,7 +394,9 @@ class Hub:
         if event.startswith("mls."):
             self._system_event(session, envelope)
             return
+        started = time.perf_counter()
         outcome = self.router.dispatch(conn, envelope)
+        metrics.event_handled(event, time.perf_counter() - started)  # metrics: handler latency
         if outcome.error is not None:
             self._reply_error(conn, envelope, outcome.error)
         elif envelope.id is not None:
@@ -355,6 +412,7 @@ class Hub:
             self._close(session, "too many malformed messages")
             return
         conn = session.conn
+        metrics.error_reply("bad_envelope")  # metrics: error replies by code
         self._send(conn, error_envelope(msg_id, "bad_envelope", reason, event=event))
 
     def _system_event(self, session: _Session, envelope: ClientEnvelope) -> None:
@@ -405,22 +463,30 @@ class Hub:
             raise Forbidden(result.reason or f"not allowed to subscribe to {channel}")
         self._join(conn, channel)
         if kind is ChannelKind.PRESENCE:
-            assert principal.user_id is not None
-            info = dict(result.member_info or {})
-            session.presence[channel] = principal.user_id
-            joined = self.presence.add(channel, principal.user_id, conn.id, info)
-            if joined and self.cluster is not None:  # the user may be present on another node
-                joined = self.cluster.join(channel, principal.user_id, info)
-            if joined:
-                member = {"user_id": principal.user_id, "info": info}
-                self._emit_system(
-                    "mls.joined", {"channel": channel, "member": member}, channel, skip=conn.id
-                )
-            members = self._members(channel)
-            self._send(
-                conn, event_envelope("mls.presence", {"channel": channel, "members": members})
-            )
+            self._enter_presence(session, channel, result.member_info or {})
         return self._subscribed_reply(channel, kind)
+
+    def _enter_presence(
+        self, session: _Session, channel: ChannelName, info: Mapping[str, object]
+    ) -> None:
+        """Presence bookkeeping of a connection that just joined ``channel`` (a client
+        subscribe or a server-side join): member, ``mls.joined`` to the others (when this
+        made the user a member of the cluster), the member list to the connection."""
+        conn = session.conn
+        user_id = conn.principal.user_id
+        assert user_id is not None  # checked by the callers
+        info = dict(info)
+        session.presence[channel] = user_id
+        joined = self.presence.add(channel, user_id, conn.id, info)
+        if joined and self.cluster is not None:  # the user may be present on another node
+            joined = self.cluster.join(channel, user_id, info)
+        if joined:
+            member = {"user_id": user_id, "info": info}
+            self._emit_system(
+                "mls.joined", {"channel": channel, "member": member}, channel, skip=conn.id
+            )
+        members = self._members(channel)
+        self._send(conn, event_envelope("mls.presence", {"channel": channel, "members": members}))
 
     def _subscribed_reply(self, channel: ChannelName, kind: ChannelKind) -> dict[str, Any]:
         reply: dict[str, Any] = {"channel": channel}
@@ -449,7 +515,7 @@ class Hub:
 
     def _channel_left(self, conn: Connection, channel: ChannelName, session: _Session) -> None:
         user_id = session.presence.pop(channel, None)
-        if user_id is not None:
+        if user_id is not None and not self._closed:  # closed: presence is forgotten
             info = self.presence.info(channel, user_id)
             if self.presence.remove(channel, user_id, conn.id):
                 self._presence_left(channel, user_id, info)
@@ -491,15 +557,41 @@ class Hub:
         except BroadcastUnavailable as exc:
             logger.warning("%s for %s reached this process only: %s", event, channel, exc)
 
-    def join(self, conn: Connection, channel: str) -> None:
+    def join(
+        self, conn: Connection, channel: str, *, info: Mapping[str, object] | None = None
+    ) -> None:
         """Put ``conn`` in ``channel`` from server code (a room): no authorization.
 
         Works from a connect hook too (the room is forgotten if the connection is refused);
-        a connection the hub does not know is ignored.
+        a connection the hub does not know, or already in the channel, is ignored.
+
+        A presence channel gets the same bookkeeping as a client's ``mls.subscribe``: the
+        user becomes a member with ``info`` (default ``{}``; an authorizer's member info
+        plays this part for a subscribe), the other members get ``mls.joined`` when that
+        made the user a member (of the cluster, with one), and ``conn`` gets
+        ``mls.presence`` with the member list. From a connect hook, that happens right after
+        the ``mls.welcome``.
+
+        Raises:
+            InvalidChannel: ``channel`` is not a valid channel name.
+            InvalidState: a presence channel for an anonymous connection (presence is per
+                user).
         """
-        _, name = parse_channel(channel)
-        if conn.id in self._sessions or conn.id in self._connecting:
-            self._join(conn, name)
+        kind, name = parse_channel(channel)
+        connecting = conn.id in self._connecting
+        if not (conn.id in self._sessions or connecting):
+            return
+        if self.membership.is_member(name, conn.id):
+            return
+        if kind is ChannelKind.PRESENCE and conn.principal.user_id is None:
+            raise InvalidState(f"{name}: presence channels need a signed-in user")
+        self._join(conn, name)
+        if kind is not ChannelKind.PRESENCE:
+            return
+        if connecting:  # the members are told once the welcome went out (connect())
+            self._pending_presence.setdefault(conn.id, {})[name] = dict(info or {})
+        else:
+            self._enter_presence(self._sessions[conn.id], name, info or {})
 
     def leave(self, conn: Connection, channel: str) -> None:
         """Take ``conn`` out of ``channel`` (server code)."""
@@ -591,6 +683,7 @@ class Hub:
     ) -> None:
         msg_id = envelope.id if envelope is not None else None
         event = envelope.event if envelope is not None and msg_id is None else None
+        metrics.error_reply(error.code)  # metrics: error replies by code
         self._send(
             conn, error_envelope(msg_id, error.code, error.message, error.fields, event=event)
         )
@@ -610,6 +703,16 @@ class _NotSubscribed(MLSocketsError):
     def __init__(self, channel: str) -> None:
         super().__init__(f"not subscribed to {channel}")
         self.message = f"not subscribed to {channel}"
+
+
+def _close_at_exit(ref: weakref.ref[Hub]) -> None:
+    hub = ref()
+    if hub is None:
+        return
+    try:
+        hub.close()
+    except Exception:  # at exit, a failure must not hide the others' output
+        logger.exception("closing the hub at exit failed")
 
 
 def _peek(formatter: Formatter, message: Message) -> tuple[int | None, str | None]:

@@ -15,11 +15,13 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
+from mlsockets import metrics
 from mlsockets.admission import Admission
 from mlsockets.auth import UPGRADE_ENVIRON_KEY, Principal, RawWebSocket, Upgrade
 from mlsockets.exceptions import ConnectionClosed, Forbidden, TooManyRequests, Unauthorized
 from mlsockets.formatters.base import FORMATTERS, Formatter, choose
 from mlsockets.hub import Hub
+from mlsockets.publish_api import PublishAPI, PublishOptions
 from mlsockets.typing import ConnectionId, Message
 
 __all__ = ["HubConnection", "SocketApp", "new_connection_id"]
@@ -55,6 +57,12 @@ class HubConnection:
             ws.send(message)
         except ConnectionClosed:
             pass  # closing already; the hub hears about it through disconnect()
+
+    @property
+    def close_code(self) -> int | None:
+        """The WebSocket's close code once closed (the hub logs it), else None."""
+        code = getattr(self.ws, "close_code", None)
+        return code if isinstance(code, int) else None
 
     @classmethod
     def send_bulk(cls, connections: Iterable[HubConnection], message: Message) -> None:
@@ -120,6 +128,10 @@ class SocketApp:
         path: where the WebSocket endpoint lives.
         admission: who may connect (default: anyone, anonymous allowed).
         app: the WSGI app for every other request (default: 404).
+        publish: serve the HTTP publish API (:mod:`mlsockets.publish_api`) at
+            ``{path}/api/publish`` into ``hub.emit`` with these credentials (default: off).
+        metrics_path: serve Prometheus metrics at this path (e.g. ``"/metrics"``; needs
+            prometheus-client), or None.
     """
 
     def __init__(
@@ -129,15 +141,32 @@ class SocketApp:
         path: str = "/ws",
         admission: Admission | None = None,
         app: WSGIApp | None = None,
+        publish: PublishOptions | None = None,
+        metrics_path: str | None = None,
     ) -> None:
         self.hub = hub
+        # The server returns once its connections are closed, then the process exits: the
+        # hub's presence timers are cancelled and its broadcaster closed then (Hub.close).
+        hub.close_at_exit()
+        self.metrics_path = metrics_path
+        if metrics_path is not None:
+            metrics.enable()  # ConfigurationError without prometheus-client
         self.path = path
         self.admission = admission or Admission(allow_anonymous=True)
         self.app = app
+        self.publish_api = (
+            PublishAPI(hub.emit, publish, path=path.rstrip("/") + "/api/publish")
+            if publish is not None
+            else None
+        )
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
+        if self.publish_api is not None and self.publish_api.handles(environ.get("PATH_INFO")):
+            return self.publish_api(environ, start_response)  # plain HTTP: no admission
+        if self.metrics_path is not None and environ.get("PATH_INFO") == self.metrics_path:
+            return metrics.metrics_app(environ, start_response)
         if environ.get("PATH_INFO") != self.path:
             if self.app is not None:
                 return self.app(environ, start_response)

@@ -90,6 +90,7 @@ class Presence:
         self._grace = grace
         self._on_left = on_left
         self._channels: dict[ChannelName, dict[UserId, _Entry]] = {}
+        self._closed = False
 
     @property
     def grace(self) -> float:
@@ -140,7 +141,7 @@ class Presence:
         Returns:
             ``left``: True when the user's last connection left and there is no grace period
             (announce ``mls.left``). With a grace period, False: the timer decides, and
-            reports through ``on_left``.
+            reports through ``on_left``. After :meth:`close`, always False.
         """
         users = self._channels.get(channel)
         if users is None or user_id is None:
@@ -150,6 +151,9 @@ class Presence:
             return False
         del entry.connections[conn_id]
         if entry.connections:
+            return False
+        if self._closed:  # shut down: forget at once, nobody is left to tell
+            self._forget(channel, users, user_id)
             return False
         if self._scheduler is None or self._grace == 0:
             self._forget(channel, users, user_id)
@@ -212,3 +216,10 @@ class Presence:
                     entry.timer.cancel()
                     entry.timer = None
         self._channels.clear()
+
+    def close(self) -> None:
+        """Shut down (the hub's :meth:`~mlsockets.hub.Hub.close`): :meth:`clear`, and from
+        now on :meth:`remove` forgets a user's last connection at once and returns False:
+        no timer is scheduled and ``on_left`` is never called again. Safe to call twice."""
+        self._closed = True
+        self.clear()

@@ -35,6 +35,7 @@ from mlsockets.exceptions import ConfigurationError
 from mlsockets.formatters.base import FORMATTERS
 from mlsockets.hub import Hub, HubOptions
 from mlsockets.registry.redis import RedisRegistry
+from mlsockets.scheduling import ManualScheduler
 from mlsockets.typing import ConnectionId
 
 JSON = FORMATTERS["mlsockets.json.v1"]
@@ -323,6 +324,62 @@ class TestPresence:
         broadcaster(leaving).close()
         wait_for(alice.got("mls.left"), what="bob leaving with his node")
         assert cluster(a).nodes() == [cluster(a).node_id]
+
+    def test_a_server_side_join_is_cluster_presence(self, make_hub: Make) -> None:
+        a, b = make_hub(), make_hub()
+        room = "presence-room.4"
+        alice = connect(a, "alice", room)
+        bob = connect(b, "bob")
+        b.join(bob, room, info={"name": "Bobby"})  # server code: no authorizer
+        (snapshot,) = bob.events("mls.presence")
+        assert [m["user_id"] for m in snapshot["data"]["members"]] == ["alice", "bob"]
+        wait_for(alice.got("mls.joined"), what="alice hearing that bob joined")
+        assert alice.events("mls.joined")[0]["data"]["member"] == {
+            "user_id": "bob",
+            "info": {"name": "Bobby"},
+        }
+        assert [m.user_id for m in cluster(a).channel_members(room)] == ["alice", "bob"]
+        # A client subscribe of a second tab on the other node: still one member.
+        bob_tab = connect(a, "bob", room)
+        b.leave(bob, room)
+        a.disconnect(bob_tab)
+        wait_for(alice.got("mls.left"), what="alice hearing that bob left")
+        assert [e["data"]["member"]["user_id"] for e in alice.events("mls.left")] == ["bob"]
+        assert len(alice.events("mls.joined")) == 1
+        assert [m.user_id for m in cluster(b).channel_members(room)] == ["alice"]
+
+    def test_hub_close_cancels_grace_and_the_others_hear_left_at_once(
+        self, make_hub: Make, redis_server: RedisServer, prefix: str
+    ) -> None:
+        a = make_hub()
+        scheduler = ManualScheduler()  # never advanced: a timer could only fire by mistake
+        broadcaster = RedisBroadcaster.from_url(
+            redis_server.url, prefix=prefix, backoff=FAST, ttl=60.0
+        )
+        authorizers = ChannelAuthorizers()
+        authorizers.add("presence-room.{id}", lambda principal, id: dict(principal.info))
+        b = Hub(
+            EventRouter(),
+            authorizers,
+            broadcaster=broadcaster,
+            scheduler=scheduler,
+            options=HubOptions(heartbeat=None, presence_grace=30.0),
+        )
+        room = "presence-room.5"
+        alice = connect(a, "alice", room)
+        bob = connect(b, "bob", room)
+        wait_for(alice.got("mls.joined"), what="bob joining")
+        b.disconnect(bob)  # his grace period starts: still a member everywhere
+        assert scheduler.pending == 1
+        assert [m.user_id for m in cluster(a).channel_members(room)] == ["alice", "bob"]
+        b.close()  # the server shut down
+        assert scheduler.pending == 0
+        assert broadcaster.state == "closed"
+        # The node left the cluster now, not after its 60 s TTL, and took bob with it.
+        wait_for(alice.got("mls.left"), what="bob leaving with his node")
+        assert alice.events("mls.left")[0]["data"]["member"]["user_id"] == "bob"
+        assert cluster(a).nodes() == [cluster(a).node_id]
+        assert not b.connect(FakeConn("carol"))
 
 
 class TestFaults:

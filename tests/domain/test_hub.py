@@ -8,6 +8,8 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import subprocess
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +23,7 @@ from mlsockets.broadcast.local import LocalBroadcaster
 from mlsockets.channels.authorizers import ChannelAuthorizers
 from mlsockets.channels.names import InvalidChannel
 from mlsockets.events import EventRouter
-from mlsockets.exceptions import Forbidden, Unauthorized, ValidationError
+from mlsockets.exceptions import Forbidden, InvalidState, Unauthorized, ValidationError
 from mlsockets.formatters.base import JSON, MSGPACK, Formatter
 from mlsockets.hub import Connection, Hub, HubOptions, Refusal
 from mlsockets.scheduling import ManualScheduler
@@ -1076,6 +1078,168 @@ class TestPresence:
     def test_grace_needs_a_scheduler(self, router: EventRouter) -> None:
         with pytest.raises(ValueError):
             Hub(router, options=HubOptions(presence_grace=1.0))
+
+
+@pytest.mark.usefixtures("rooms")
+class TestServerSidePresence:
+    """``hub.join(conn, "presence-...")`` does what a client's ``mls.subscribe`` does."""
+
+    def test_join_is_like_a_subscribe(self, hub: Hub) -> None:
+        ann = connect(hub, user("ann", name="Ann"))
+        subscribe(hub, ann, ROOM)
+        ann.take()
+        bob = connect(hub, user("bob"))
+        hub.join(bob, ROOM, info={"name": "Bob"})
+        both = (member("ann", name="Ann"), member("bob", name="Bob"))
+        assert bob.take() == [presence(*both)]  # the member list, no ack: nobody asked
+        assert ann.take() == [joined("bob", name="Bob")]
+        assert hub.presence.members(ROOM) == [  # type: ignore[arg-type]
+            ("ann", {"name": "Ann"}),
+            ("bob", {"name": "Bob"}),
+        ]
+        hub.join(bob, ROOM, info={"name": "Again"})  # already in: nothing happens
+        assert ann.take() == [] and bob.take() == []
+        hub.leave(bob, ROOM)
+        assert ann.take() == [left("bob", name="Bob")]
+        assert bob.take() == []
+
+    def test_default_info_is_empty_and_a_second_tab_is_one_member(self, hub: Hub) -> None:
+        ann = connect(hub, user("ann", name="Ann"))
+        subscribe(hub, ann, ROOM)
+        ann.take()
+        bob1, bob2 = connect(hub, user("bob")), connect(hub, user("bob"))
+        hub.join(bob1, ROOM)
+        assert ann.take() == [joined("bob")]
+        hub.join(bob2, ROOM)
+        assert ann.take() == []  # one member, two connections
+        assert bob2.take() == [presence(member("ann", name="Ann"), member("bob"))]
+        hub.disconnect(bob1)
+        assert ann.take() == []
+        send(hub, bob2, "mls.unsubscribe", {"channel": ROOM})  # a client may leave it
+        assert ann.take() == [left("bob")]
+        assert hub.presence.members(ROOM) == [("ann", {"name": "Ann"})]  # type: ignore[arg-type]
+
+    def test_disconnect_announces_left(self, hub: Hub) -> None:
+        ann, bob = connect(hub, user("ann", name="Ann")), connect(hub, user("bob"))
+        subscribe(hub, ann, ROOM)
+        hub.join(bob, ROOM)
+        ann.take()
+        hub.disconnect(bob)
+        assert ann.take() == [left("bob")]
+
+    def test_anonymous_is_refused_before_anything_changed(
+        self, hub: Hub, conn: FakeConnection
+    ) -> None:
+        with pytest.raises(InvalidState, match="presence channels need a signed-in user"):
+            hub.join(conn, ROOM)
+        assert hub.membership.channels_of(conn.id) == frozenset()
+        assert hub.presence.members(ROOM) == []  # type: ignore[arg-type]
+        assert_works(hub, conn)
+
+    def test_from_a_connect_hook_after_the_welcome(self, router: EventRouter, hub: Hub) -> None:
+        ann = connect(hub, user("ann", name="Ann"))
+        subscribe(hub, ann, ROOM)
+        ann.take()
+        router.on_connect(lambda c: hub.join(c, ROOM, info={"name": "Bob"}))
+        bob = FakeConnection(user("bob"))
+        assert hub.connect(bob)
+        welcome, snapshot = bob.take()
+        assert welcome["event"] == "mls.welcome"
+        assert snapshot == presence(member("ann", name="Ann"), member("bob", name="Bob"))
+        assert ann.take() == [joined("bob", name="Bob")]
+
+    def test_refused_connection_never_joined_presence(self, router: EventRouter, hub: Hub) -> None:
+        ann = connect(hub, user("ann", name="Ann"))
+        subscribe(hub, ann, ROOM)
+        ann.take()
+
+        def hook(conn: Any) -> None:
+            hub.join(conn, ROOM)
+            raise Forbidden("no")
+
+        router.on_connect(hook)
+        bob = FakeConnection(user("bob"))
+        assert not hub.connect(bob)
+        assert bob.raw == [] and ann.take() == []
+        assert [m.user_id for m in hub.presence.members(ROOM)] == ["ann"]  # type: ignore[arg-type]
+
+    def test_hook_that_joins_and_leaves_announces_nothing(
+        self, router: EventRouter, hub: Hub
+    ) -> None:
+        ann = connect(hub, user("ann", name="Ann"))
+        subscribe(hub, ann, ROOM)
+        ann.take()
+
+        def hook(conn: Any) -> None:
+            hub.join(conn, ROOM)
+            hub.leave(conn, ROOM)
+
+        router.on_connect(hook)
+        bob = connect(hub, user("bob"))
+        assert bob.take() == [] and ann.take() == []
+        assert [m.user_id for m in hub.presence.members(ROOM)] == ["ann"]  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("rooms")
+class TestClose:
+    def test_no_grace_timer_fires_after_close(
+        self, make: MakeHub, scheduler: ManualScheduler
+    ) -> None:
+        hub = make(presence_grace=5.0)
+        ann, bob = connect(hub, user("ann", name="Ann")), connect(hub, user("bob", name="Bob"))
+        subscribe(hub, ann, ROOM)
+        subscribe(hub, bob, ROOM)
+        ann.take()
+        hub.disconnect(bob)  # Bob's grace period starts
+        assert scheduler.pending == 1
+        hub.close()
+        assert scheduler.pending == 0
+        hub.disconnect(ann)  # a connection closed after the hub: no timer either
+        assert scheduler.pending == 0
+        assert scheduler.advance(60.0) == 0
+        assert ann.take() == []
+        assert hub.presence.members(ROOM) == []  # type: ignore[arg-type]
+        hub.close()  # twice is fine
+
+    def test_closed_hub_refuses_connections(self, hub: Hub) -> None:
+        hub.close()
+        conn = FakeConnection(user("ann"))
+        assert not hub.connect(conn)
+        assert hub.last_refusal == Refusal(1001, "server shutting down")
+        assert conn.raw == [] and len(hub) == 0
+
+    def test_closes_a_broadcaster_that_can_be_closed(self, router: EventRouter) -> None:
+        class Closable(LocalBroadcaster):
+            closed = 0
+
+            def close(self) -> None:
+                self.closed += 1
+
+        broadcaster = Closable()
+        hub = Hub(router, broadcaster=broadcaster)
+        hub.close()
+        hub.close()
+        assert broadcaster.closed == 1
+        Hub(router).close()  # the local broadcaster has nothing to close
+
+    def test_close_at_exit_runs_in_a_real_interpreter(self) -> None:
+        code = (
+            "from mlsockets.broadcast.local import LocalBroadcaster\n"
+            "from mlsockets.hub import Hub\n"
+            "class B(LocalBroadcaster):\n"
+            "    def close(self):\n"
+            "        print('closed', flush=True)\n"
+            "hub = Hub(broadcaster=B())\n"
+            "hub.close_at_exit()\n"
+            "dropped = Hub(broadcaster=B())\n"
+            "dropped.close_at_exit()\n"
+            "del dropped\n"
+            "import gc; gc.collect()\n"  # a weak reference: a collected hub is not closed
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        )
+        assert out.stdout == "closed\n"
 
 
 # -- emitting --------------------------------------------------------------------------------

@@ -292,6 +292,28 @@ class TestGrace:
         assert graced.channels() == []
         assert graced.add(ROOM, ALICE, TAB1, INFO) is True
 
+    def test_close_cancels_timers_and_schedules_none_afterwards(
+        self, graced: Presence, scheduler: ManualScheduler, left: list[Left]
+    ) -> None:
+        graced.add(ROOM, ALICE, TAB1, INFO)
+        graced.remove(ROOM, ALICE, TAB1)  # in grace
+        graced.close()
+        graced.close()  # twice is fine
+        assert scheduler.pending == 0
+        # A connection that still closes after the hub: forgotten at once, nobody told.
+        assert graced.add(ROOM, BOB, TAB2, {}) is True
+        assert graced.remove(ROOM, BOB, TAB2) is False
+        assert scheduler.pending == 0
+        assert scheduler.advance(60) == 0
+        assert left == [] and graced.channels() == []
+
+    def test_close_without_grace_announces_nothing(self, presence: Presence) -> None:
+        presence.add(ROOM, ALICE, TAB1, INFO)
+        presence.close()
+        presence.add(ROOM, ALICE, TAB1, INFO)
+        assert presence.remove(ROOM, ALICE, TAB1) is False
+        assert presence.members(ROOM) == []
+
 
 class LateScheduler:
     """A scheduler whose cancel() does not stop the call, as when a greenlet timer has
