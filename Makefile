@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: demo test lint typecheck imports system-deps pytest compliance bench clean
+.PHONY: demo test lint typecheck imports system-deps pytest compliance bench fuzz clean
 
 $(STAMP): pyproject.toml setup.py setup.cfg
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ compliance: $(STAMP)
 # BENCH_ARGS: passed to bench.sh, e.g. make bench BENCH_ARGS="-r 1 -s echo32,echo4k -d 2"
 bench: $(STAMP)
 	bash benchmarks/bench.sh $(BENCH_ARGS)
+
+# Every fuzz target for FUZZ_SECONDS each (docs/fuzzing.md); FUZZ_ARGS="--merge" adds what
+# they found to fuzz/corpus/. Output and reproducers go to fuzz/out/.
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(BIN)/python fuzz/run.py all $(FUZZ_SECONDS) $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage

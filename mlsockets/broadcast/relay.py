@@ -30,6 +30,7 @@ its own connections (so a send to a user needs no lookup of where the user is co
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -56,6 +57,20 @@ __all__ = [
 RELAY_VERSION = 1
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):  # 1e999: encode() refuses it, so decode() does too
+        raise ValueError(f"number out of range: {literal[:40]}")
+    return value
+
+
+def _refuse_constant(literal: str) -> object:
+    raise ValueError(f"{literal} is not JSON")  # NaN, Infinity, -Infinity
+
+
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_refuse_constant)
 _KEYS = frozenset({"v", "origin", "target", "envelope", "skip"})
 
 
@@ -157,8 +172,15 @@ def decode(data: bytes | str) -> RelayMessage:
         RelayError: anything that is not a well-formed relay message.
     """
     try:
-        obj: Any = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = data.decode() if isinstance(data, bytes) else data
+        obj: Any = _DECODER.decode(text)
+        # A \ud800 escape decodes to a lone surrogate that UTF-8 cannot carry: every node
+        # would fail to send the envelope to its clients. Refused here, once, instead.
+        if "\\u" in text or not isinstance(data, bytes):
+            _ENCODER.encode(obj).encode()
+    except RecursionError:  # nesting deeper than the interpreter's recursion limit
+        raise RelayError("undecodable relay message: nested too deeply") from None
+    except ValueError as exc:  # JSON syntax, UTF-8, NaN / Infinity, numbers out of range
         raise RelayError(f"undecodable relay message: {exc}") from None
     if not isinstance(obj, dict):
         raise RelayError("a relay message is a JSON object")

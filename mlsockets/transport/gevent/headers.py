@@ -32,6 +32,7 @@ class RequestHead:
         self._items: list[tuple[str, str]] = []
         self._index: dict[str, str] | None = None
         items = self._items
+        lines = 0
         while True:
             line = rfile.readline(MAX_LINE + 1)
             if len(line) > MAX_LINE:
@@ -39,13 +40,16 @@ class RequestHead:
                 return
             if line in (b"\r\n", b"\n", b""):
                 return
-            if len(items) >= MAX_HEADERS:
+            # Folded lines count too: else endless continuation lines grow one header forever.
+            lines += 1
+            if lines > MAX_HEADERS:
                 self.status = "Too many headers"
                 return
             text = line.decode("latin-1")
             if text[0] in " \t" and items:  # obsolete line folding (RFC 7230 section 3.2.4)
                 name, value = items[-1]
-                items[-1] = (name, value + " " + text.strip())
+                # One space replaces the fold; a blank continuation adds nothing.
+                items[-1] = (name, f"{value} {text.strip()}".strip())
                 continue
             name, sep, value = text.partition(":")
             if not sep or not name or name != name.strip():
