@@ -27,10 +27,13 @@ from mlsockets.hub import Connection, Hub
 from mlsockets.typing import UserId
 
 from .broadcasting import sender_id
+from .cli import cli_group
 from .handshake import client_view, handshake_view, legacy_refusal_hook
+from .metrics import register_metrics_route
+from .publishing import install_publish_api
 from .routing import HandlerRegistry
 from .settings import Settings, check_options, set_defaults
-from .state import EXTENSION_KEY, AppState, cluster_hooks, get_state
+from .state import EXTENSION_KEY, AppState, cluster_for, get_state
 from .testing import SocketTestClient, make_test_client
 
 __all__ = ["MLSockets"]
@@ -98,10 +101,11 @@ class MLSockets:
         check_options(options)
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError(f"MLSockets is already initialised on app {app.name!r}")
-        set_defaults(app.config, {**self._options, **options})
+        followed = set_defaults(app.config, {**self._options, **options})
         settings = Settings.from_config(app.config)
-        cluster = cluster_hooks(settings.redis_url) if settings.redis_url else None
+        cluster = cluster_for(settings, app.instance_path)
         state = AppState(self, app, settings, cluster)
+        state.follow_reloads(followed)  # SIGHUP on `mlsockets serve`: origins, handshake rate
         routes = [_ExtraRoute(settings.path, ENDPOINT, None), *self._routes]
         for route in routes:
             state.add_endpoint(route.endpoint, route.path, route.allow_anonymous)
@@ -123,9 +127,13 @@ class MLSockets:
                 view_func=client_view,
                 methods=["GET"],
             )
+        if settings.metrics_path is not None:  # Prometheus metrics (flask_mlsockets.metrics)
+            register_metrics_route(app, settings.metrics_path)
         app.after_request(legacy_refusal_hook(state))
         _install_app_protocol(app, state)
+        install_publish_api(app, state)  # <path>/api/publish, when a key or secret is set
         app.extensions[EXTENSION_KEY] = state
+        app.cli.add_command(cli_group)  # `flask mlsockets status | emit | check`
         self._apps += 1
 
     def add_route(
