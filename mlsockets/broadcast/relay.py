@@ -18,6 +18,14 @@ compact JSON in a versioned object::
   ``event``); every receiving node encodes it once per formatter for its connections.
 - ``skip``: a connection id to leave out (the sender of a chat message), or null.
 
+Two encodings of the same object, decided per message by :func:`encode`: compact UTF-8 JSON
+(every message JSON can carry), else MessagePack (data only msgpack clients can receive,
+such as ``bytes``; needs msgpack installed, ``pip install mlsockets[msgpack]``). A reader
+tells them apart by the first byte: a msgpack map starts with 0x80-0x8F, 0xDE or 0xDF,
+which never starts JSON. Each receiving node delivers such an envelope as its own hub would
+in one process: its msgpack clients get the bytes, and its JSON clients get nothing (the hub
+logs an ERROR "cannot encode ... as json" for them).
+
 Where a relay message travels (:class:`RelayChannels`): a message for a channel goes to the
 Redis channel ``<prefix>:c:<name>``, which only nodes with local members of that channel
 subscribe to; a message for a user, a connection, a tag or everyone goes to the broadcast
@@ -38,6 +46,7 @@ from typing import Any
 
 from mlsockets.broadcast.base import Channel, ConnectionTarget, Everyone, Tag, Target, User
 from mlsockets.exceptions import ConfigurationError
+from mlsockets.formatters.msgpack import MsgpackFormatter
 from mlsockets.typing import ConnectionId, NodeId
 
 __all__ = [
@@ -72,6 +81,11 @@ def _refuse_constant(literal: str) -> object:
 
 _DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_refuse_constant)
 _KEYS = frozenset({"v", "origin", "target", "envelope", "skip"})
+# msgpack is imported by the formatter's module only, and only when a message needs it. The
+# nesting bound is generous: the emitting server's data is trusted, a peer's is not.
+_MSGPACK = MsgpackFormatter(max_depth=512)
+# The first byte of a msgpack map (fixmap, map 16, map 32): never the start of JSON.
+_MSGPACK_MAP = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
 
 
 class RelayError(ValueError):
@@ -147,12 +161,13 @@ def target_from_wire(value: object) -> Target:
 
 
 def encode(message: RelayMessage) -> bytes:
-    """The wire form of ``message`` (UTF-8 JSON).
+    """The wire form of ``message``: UTF-8 JSON, or MessagePack for an envelope that JSON
+    cannot carry but msgpack can (``bytes``, NaN...), decided per message.
 
     Raises:
-        TypeError, ValueError: the envelope holds something JSON cannot carry (bytes, NaN,
-            a set...): the same data would fail every JSON client, so it fails here, before
-            anyone received it.
+        TypeError, ValueError: the envelope holds something neither can carry (a set, a
+            datetime...), or only msgpack can and msgpack is not installed (the message
+            says what to install): it fails here, before anyone received it.
     """
     obj = {
         "v": RELAY_VERSION,
@@ -161,19 +176,49 @@ def encode(message: RelayMessage) -> bytes:
         "envelope": message.envelope,
         "skip": message.skip,
     }
-    return _ENCODER.encode(obj).encode()
+    try:
+        return _ENCODER.encode(obj).encode()
+    except (TypeError, ValueError) as exc:
+        json_error = exc
+    try:
+        return _MSGPACK.encode(obj)
+    except ConfigurationError as exc:  # msgpack is not installed
+        raise TypeError(f"{json_error}, and a msgpack relay message needs msgpack: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        kind = TypeError if isinstance(exc, TypeError) else ValueError
+        raise kind(
+            f"cannot relay this envelope as JSON ({json_error}) nor msgpack ({exc})"
+        ) from None
 
 
 def decode(data: bytes | str) -> RelayMessage:
-    """Parse a relay message.
+    """Parse a relay message (JSON or msgpack, see the module docstring).
 
     Raises:
         UnsupportedVersion: a version other than :data:`RELAY_VERSION`.
-        RelayError: anything that is not a well-formed relay message.
+        RelayError: anything that is not a well-formed relay message, or a msgpack one on a
+            node without msgpack installed.
     """
+    if isinstance(data, bytes) and data and data[0] in _MSGPACK_MAP:
+        obj: Any = _unpack(data)
+    else:
+        obj = _parse_json(data)
+    return _from_wire(obj)
+
+
+def _unpack(data: bytes) -> Any:
+    try:
+        return _MSGPACK.decode(data)
+    except ConfigurationError as exc:
+        raise RelayError(f"a msgpack relay message, but this node cannot read it: {exc}") from None
+    except ValueError as exc:  # the formatter's errors name the problem, never crash
+        raise RelayError(f"undecodable relay message: {exc}") from None
+
+
+def _parse_json(data: bytes | str) -> Any:
     try:
         text = data.decode() if isinstance(data, bytes) else data
-        obj: Any = _DECODER.decode(text)
+        obj = _DECODER.decode(text)
         # A \ud800 escape decodes to a lone surrogate that UTF-8 cannot carry: every node
         # would fail to send the envelope to its clients. Refused here, once, instead.
         if "\\u" in text or not isinstance(data, bytes):
@@ -182,8 +227,12 @@ def decode(data: bytes | str) -> RelayMessage:
         raise RelayError("undecodable relay message: nested too deeply") from None
     except ValueError as exc:  # JSON syntax, UTF-8, NaN / Infinity, numbers out of range
         raise RelayError(f"undecodable relay message: {exc}") from None
+    return obj
+
+
+def _from_wire(obj: Any) -> RelayMessage:
     if not isinstance(obj, dict):
-        raise RelayError("a relay message is a JSON object")
+        raise RelayError("a relay message is a JSON object (or a msgpack map)")
     origin = obj.get("origin")
     version = obj.get("v")
     if version != RELAY_VERSION or isinstance(version, bool):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_support import RedisServer, free_port, wait_for
+from cluster_support import Processes, RedisServer, free_port, wait_for
 
 from mlsockets.auth import Principal
 from mlsockets.broadcast.base import (
@@ -32,7 +32,7 @@ from mlsockets.broadcast.relay import ReconnectBackoff
 from mlsockets.channels.authorizers import ChannelAuthorizers
 from mlsockets.events import EventRouter
 from mlsockets.exceptions import ConfigurationError
-from mlsockets.formatters.base import FORMATTERS
+from mlsockets.formatters.base import FORMATTERS, MSGPACK, Formatter
 from mlsockets.hub import Hub, HubOptions
 from mlsockets.registry.redis import RedisRegistry
 from mlsockets.scheduling import ManualScheduler
@@ -46,16 +46,18 @@ _ids = itertools.count(1)
 class FakeConn:
     """A hub connection that records the envelopes it is sent."""
 
-    def __init__(self, user: str | None = None, tags: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, user: str | None = None, tags: tuple[str, ...] = (), formatter: Formatter = JSON
+    ) -> None:
         self.id = ConnectionId(f"conn-{next(_ids)}")
         info = {"name": user.title()} if user else {}
         self.principal = Principal(user_id=user, info=info, tags=frozenset(tags))  # type: ignore[arg-type]
-        self.formatter = JSON
+        self.formatter = formatter
         self.sent: list[dict[str, Any]] = []
         self.closed: tuple[int, str] | None = None
 
     def send(self, message: str | bytes) -> None:
-        self.sent.append(json.loads(message))
+        self.sent.append(self.formatter.decode(message))  # type: ignore[arg-type]
 
     def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
@@ -103,9 +105,8 @@ def connect(hub: Hub, user: str | None = None, *channels: str, tags: tuple[str, 
 
 def subscribe(hub: Hub, conn: FakeConn, channel: str) -> dict[str, Any]:
     msg_id = next(_ids)
-    hub.receive(
-        conn, json.dumps({"event": "mls.subscribe", "data": {"channel": channel}, "id": msg_id})
-    )
+    envelope = {"event": "mls.subscribe", "data": {"channel": channel}, "id": msg_id}
+    hub.receive(conn, conn.formatter.encode(envelope))
     (reply,) = [e for e in conn.sent if e.get("reply") == msg_id]
     assert "error" not in reply, reply
     return reply["data"]  # type: ignore[no-any-return]
@@ -208,10 +209,33 @@ class TestFanOut:
     def test_unencodable_data_fails_before_anyone_gets_it(self, make_hub: Make) -> None:
         a = make_hub()
         conn = connect(a, "u", "room:x")
-        with pytest.raises(TypeError):
-            a.emit("bad", b"\x00", to="room:x")
+        with pytest.raises(TypeError, match="nor msgpack"):
+            a.emit("bad", {1, 2}, to="room:x")  # a set: neither JSON nor msgpack
         assert conn.events("bad") == []
         assert broadcaster(a).stats.published == 0
+
+    def test_bytes_reach_msgpack_clients_of_every_hub(
+        self,
+        make_hub: Make,
+        redis_server: RedisServer,
+        prefix: str,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        a, b = make_hub(), make_hub()
+        packed_a = FakeConn("u1", formatter=MSGPACK)
+        packed_b, plain_b = FakeConn("u2", formatter=MSGPACK), FakeConn("u3")
+        for hub, conn in ((a, packed_a), (b, packed_b), (b, plain_b)):
+            assert hub.connect(conn)
+            subscribe(hub, conn, "room:bin")
+        with caplog.at_level(logging.ERROR, "mlsockets.hub"):
+            assert a.emit("blob", {"png": b"\x89PNG"}, to="room:bin") == 1
+            marker(redis_server.url, prefix, packed_a, packed_b, plain_b, to="room:bin")
+        expected = {"event": "blob", "channel": "room:bin", "data": {"png": b"\x89PNG"}}
+        assert packed_a.events("blob") == [expected]
+        assert packed_b.events("blob") == [expected]  # through Redis, as msgpack
+        # A JSON client gets nothing, as in one process; its node logs why.
+        assert plain_b.events("blob") == []
+        assert any("cannot encode 'blob' as json" in r.getMessage() for r in caplog.records)
 
     def test_malformed_and_future_relay_messages_are_dropped(
         self,
@@ -555,3 +579,28 @@ class TestEmitter:
         assert "hunter2" not in str(info.value)
         assert info.value.delivered is None
         emitter.close()
+
+    def test_bytes_from_another_process_reach_msgpack_clients(
+        self, make_hub: Make, redis_server: RedisServer, prefix: str, processes: Processes
+    ) -> None:
+        """An Emitter in a separate process (a job) sends bytes: a msgpack relay message."""
+        a = make_hub()
+        packed, plain = FakeConn("u1", formatter=MSGPACK), FakeConn("u2")
+        for conn in (packed, plain):
+            assert a.connect(conn)
+            subscribe(a, conn, "room:job")
+        code = (
+            "import sys\n"
+            "from mlsockets import Emitter\n"
+            "with Emitter.from_url(sys.argv[1], prefix=sys.argv[2]) as emitter:\n"
+            "    print(emitter.emit('report', {'pdf': b'%PDF\\x00'}, to='room:job'))\n"
+        )
+        job = processes.python("-c", code, redis_server.url, prefix)
+        out, _ = job.communicate(timeout=60)
+        assert job.returncode == 0, processes.stderr(job)
+        assert out.strip() == "1"  # one node has members of the channel
+        marker(redis_server.url, prefix, packed, plain, to="room:job")
+        assert packed.events("report") == [
+            {"event": "report", "channel": "room:job", "data": {"pdf": b"%PDF\x00"}}
+        ]
+        assert plain.events("report") == []  # JSON cannot carry bytes (its node logs it)

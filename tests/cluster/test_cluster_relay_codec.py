@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import math
 import subprocess
 import sys
 
@@ -21,6 +23,8 @@ from mlsockets.broadcast.relay import (
     encode,
 )
 from mlsockets.exceptions import ConfigurationError
+from mlsockets.formatters import msgpack as msgpack_module
+from mlsockets.formatters.base import MSGPACK
 from mlsockets.typing import ConnectionId, NodeId
 
 ENVELOPE = {"event": "chat.message", "channel": "room:lobby", "data": {"text": "héllo"}}
@@ -88,11 +92,85 @@ class TestRelayMessage:
         with pytest.raises(RelayError):
             decode(data)
 
-    @pytest.mark.parametrize("data", [b"\x00bytes", float("nan"), {1, 2}])
-    def test_data_json_cannot_carry_fails_at_encode(self, data: object) -> None:
+
+class TestMsgpackRelayMessages:
+    """Data only msgpack clients can receive travels as a msgpack relay message."""
+
+    @pytest.mark.parametrize(
+        "data",
+        [b"\x00bytes", {"avatar": b"\x89PNG", "n": [1, b""]}, float("inf")],
+    )
+    def test_round_trip(self, data: object) -> None:
+        envelope = {"event": "blob", "channel": "room:1", "data": data}
+        message = RelayMessage(NodeId("n1"), Channel("room:1"), envelope, ConnectionId("c9"))
+        wire = encode(message)
+        assert wire[0] in (*range(0x80, 0x90), 0xDE, 0xDF)  # a msgpack map, never JSON
+        assert MSGPACK.decode(wire) == {
+            "v": RELAY_VERSION,
+            "origin": "n1",
+            "target": ["channel", "room:1"],
+            "envelope": envelope,
+            "skip": "c9",
+        }
+        assert decode(wire) == message
+
+    def test_nan_crosses_too(self) -> None:
+        wire = encode(RelayMessage(NodeId("n"), Everyone(), {"event": "x", "data": math.nan}))
+        data = decode(wire).envelope["data"]
+        assert isinstance(data, float) and math.isnan(data)
+
+    def test_json_is_used_whenever_it_can_carry_the_data(self) -> None:
+        wire = encode(RelayMessage(NodeId("n"), User("7"), {"event": "x", "data": "bytes"}))
+        assert wire.startswith(b"{")
+
+    @pytest.mark.parametrize("data", [{1, 2}, datetime.datetime(2026, 1, 1), "\ud800"])
+    def test_what_neither_can_carry_fails_at_encode(self, data: object) -> None:
         envelope = {"event": "x", "data": data}
-        with pytest.raises((TypeError, ValueError)):
+        with pytest.raises((TypeError, ValueError), match="as JSON .* nor msgpack"):
             encode(RelayMessage(NodeId("n"), Everyone(), envelope))
+
+    def test_without_msgpack_installed(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        wire = encode(RelayMessage(NodeId("n"), Everyone(), {"event": "x", "data": b"\x00"}))
+        monkeypatch.setattr(msgpack_module._Lib, "module", None)
+        monkeypatch.setitem(sys.modules, "msgpack", None)  # import msgpack now fails
+        with pytest.raises(TypeError, match=r"pip install mlsockets\[msgpack\]"):
+            encode(RelayMessage(NodeId("n"), Everyone(), {"event": "x", "data": b"\x00"}))
+        with pytest.raises(RelayError, match="cannot read it"):
+            decode(wire)
+        # JSON relay messages do not need msgpack.
+        message = RelayMessage(NodeId("n"), Everyone(), {"event": "x", "data": 1})
+        assert decode(encode(message)) == message
+
+    def test_a_newer_version_is_reported_with_its_origin(self) -> None:
+        wire = MSGPACK.encode({"v": 2, "origin": "new-node", "body": b"?"})
+        with pytest.raises(UnsupportedVersion) as info:
+            decode(wire)
+        assert (info.value.version, info.value.origin) == (2, "new-node")
+
+    @pytest.mark.parametrize(
+        "wire",
+        [
+            MSGPACK.encode(
+                {"v": 1, "origin": "n", "target": ["everyone", None], "envelope": {"event": "x"}}
+            )[:-3],  # truncated
+            MSGPACK.encode({"v": 1, "origin": "n"}),  # keys missing
+            MSGPACK.encode(
+                {"v": 1, "origin": "n", "target": ["everyone", None],
+                 "envelope": {"event": 7}, "skip": None}
+            ),
+            MSGPACK.encode(
+                {"v": 1, "origin": "n", "target": ["user", b"7"],
+                 "envelope": {"event": "x"}, "skip": None}
+            ),
+            b"\x81\x01\x02",  # an int key
+            b"\x81\xa1v\xc7\x01\x05x",  # an extension type
+            b"\x91\x01",  # a msgpack array: not a map, read as (bad) JSON
+            b"\xdf\xff\xff\xff\xff",  # a map claiming 4 billion entries
+        ],
+    )  # fmt: skip
+    def test_malformed_msgpack_raises_relay_error(self, wire: bytes) -> None:
+        with pytest.raises(RelayError):
+            decode(wire)
 
 
 class TestRelayChannels:
