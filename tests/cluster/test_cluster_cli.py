@@ -136,6 +136,7 @@ def test_emit_reaches_the_subscriber_exactly_once(
     assert json.loads(result.stdout) == {
         "event": "news.flash",
         "target": f"channel {CHANNEL}",
+        "route": f"redis {redis_server.url}",
         "received": 1,
     }
     result = cli("emit", "nudge", "[1, 2]", "--user", "ada", *common)
@@ -158,12 +159,14 @@ def test_emit_errors(redis_server: RedisServer) -> None:
     assert "s3cret" not in down.stderr and "Traceback" not in down.stderr
 
 
-def test_status_with_redis_unreachable_exits_2(redis_server: RedisServer) -> None:
+def test_status_with_redis_unreachable_exits_1(redis_server: RedisServer) -> None:
     result = cli("status", "--redis", DOWN, "--json")
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "cannot reach Redis at redis://admin:***@127.0.0.1:1/0" in result.stderr
     assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
-    assert result.stdout == ""
+    reply = json.loads(result.stdout)  # --json: the error as JSON too
+    assert reply["ok"] is False and reply["error"] == "unreachable"
+    assert "s3cret" not in result.stdout
     missing = cli("status")
     assert missing.returncode == 2
     assert "no Redis URL" in missing.stderr
@@ -172,13 +175,17 @@ def test_status_with_redis_unreachable_exits_2(redis_server: RedisServer) -> Non
 def test_check(redis_server: RedisServer) -> None:
     ok = cli("check", env={"MLSOCKETS_REDIS_URL": redis_server.url, "MLSOCKETS_PING_TIMEOUT": "5"})
     assert ok.returncode == 0, ok.stderr
-    assert "ok: MLSOCKETS_* server settings" in ok.stdout
+    assert "ok: settings (2 set, the others default)" in ok.stdout
+    assert "ping_timeout from environment variable MLSOCKETS_PING_TIMEOUT" in ok.stdout
     assert f"ok: Redis at {redis_server.url} answers PING" in ok.stdout
     alone = cli("check")
     assert alone.returncode == 0 and "skipped: Redis" in alone.stdout
     bad = cli("check", "--redis", redis_server.url, env={"MLSOCKETS_PING_INTERVAL": "soon"})
     assert bad.returncode == 2
-    assert "MLSOCKETS_PING_INTERVAL='soon' is not a valid number" in bad.stderr
+    assert (
+        "invalid setting ping_interval = 'soon' (from environment variable "
+        "MLSOCKETS_PING_INTERVAL): not a valid number" in bad.stderr
+    )
     assert "Traceback" not in bad.stderr
     down = cli("check", "--redis", DOWN)
     assert down.returncode == 1

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
+from mlsockets import config
+from mlsockets.config import Settings
 from mlsockets.exceptions import ConfigurationError
 from mlsockets.protocol.connection import DEFAULT_MAX_MESSAGE_SIZE
 from mlsockets.protocol.deflate import DeflateConfig
@@ -58,35 +59,27 @@ class ServerOptions:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     @classmethod
+    def from_settings(cls, settings: Settings) -> ServerOptions:
+        """The transport's part of the process settings (:mod:`mlsockets.config`)."""
+        return cls(
+            max_message_size=settings.max_message_size,
+            max_queue=settings.max_queue,
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
+            handshake_timeout=settings.handshake_timeout,
+            close_timeout=settings.close_timeout,
+            compression=DeflateConfig() if settings.compression else None,
+            shutdown_grace=settings.shutdown_grace,
+        )
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerOptions:
-        """Read ``MLSOCKETS_<SETTING>`` variables (e.g. ``MLSOCKETS_PING_INTERVAL=30``).
+        """The options of :func:`mlsockets.config.load`: the TOML file of
+        ``$MLSOCKETS_CONFIG`` and the ``MLSOCKETS_*`` / ``WS_*`` variables (the gunicorn
+        worker's source of settings).
 
-        ``MLSOCKETS_COMPRESSION=0`` turns compression off; ``MLSOCKETS_MAX_MESSAGE_SIZE=0``
-        removes the size limit. A bad value raises ConfigurationError naming the variable.
+        Raises:
+            ConfigurationError: a bad value or an unknown ``MLSOCKETS_*`` variable; the message
+                names it, where it came from and what is allowed.
         """
-        env = os.environ if environ is None else environ
-        changes: dict[str, object] = {}
-        for f in fields(cls):
-            var = f"MLSOCKETS_{f.name.upper()}"
-            raw = env.get(var)
-            if raw is None:
-                continue
-            try:
-                if f.name == "compression":
-                    changes[f.name] = DeflateConfig() if _truthy(raw, var) else None
-                elif f.name in ("max_message_size", "max_queue"):
-                    changes[f.name] = int(raw) or None
-                else:
-                    changes[f.name] = float(raw)
-            except ValueError:
-                raise ConfigurationError(f"{var}={raw!r} is not a valid number") from None
-        return cls(**changes)  # type: ignore[arg-type]
-
-
-def _truthy(raw: str, var: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ConfigurationError(f"{var}={raw!r}: expected one of 1/0, true/false, yes/no, on/off")
+        return cls.from_settings(config.load(environ=environ))
