@@ -16,6 +16,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from mlsockets.config import explicit_values, setting_names
 from mlsockets.exceptions import ConfigurationError
 from mlsockets.formatters import msgpack as _msgpack
 from mlsockets.formatters.base import FORMATTERS, get_formatter
@@ -72,10 +73,25 @@ def check_options(options: Mapping[str, object]) -> None:
         raise TypeError(f"unknown MLSockets option(s): {', '.join(unknown)}")
 
 
-def set_defaults(config: MutableMapping[str, Any], options: Mapping[str, object]) -> None:
-    """``config.setdefault`` every ``MLSOCKETS_*`` key, ``options`` overriding built-ins."""
-    for name, default in option_defaults().items():
-        config.setdefault(config_key(name), options.get(name, default))
+def set_defaults(config: MutableMapping[str, Any], options: Mapping[str, object]) -> frozenset[str]:
+    """``config.setdefault`` every ``MLSOCKETS_*`` key. Precedence: the app's config, then
+    ``options``, then the settings file and environment of :mod:`mlsockets.config` (for the
+    options it shares with them), then the built-in defaults.
+
+    Returns:
+        The option names that neither the config nor ``options`` set: these follow a
+        configuration reload (:func:`mlsockets.config.on_reload`).
+
+    Raises:
+        ConfigurationError: a bad value in the settings file or the environment, or an
+            unknown ``MLSOCKETS_*`` environment variable.
+    """
+    defaults = option_defaults()
+    layered = explicit_values(set(defaults) & set(setting_names()))
+    followed = frozenset(n for n in defaults if config_key(n) not in config and n not in options)
+    for name, default in defaults.items():
+        config.setdefault(config_key(name), options.get(name, layered.get(name, default)))
+    return followed
 
 
 @dataclass(frozen=True, slots=True)

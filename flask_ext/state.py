@@ -7,6 +7,7 @@ lazily and again whenever ``os.getpid()`` changed.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from flask import Flask
 
-from mlsockets.admission import Admission, HandshakeRateLimiter, OriginPolicy
+from mlsockets import config
+from mlsockets.admission import Admission, HandshakeRateLimiter, OriginPolicy, ReplaceableCheck
 from mlsockets.broadcast.base import Broadcaster, Target
 from mlsockets.exceptions import ConfigurationError
 from mlsockets.formatters.base import FORMATTERS, Formatter, choose
@@ -37,6 +39,7 @@ __all__ = [
     "AppState",
     "ClusterHooks",
     "SchedulerSlot",
+    "cluster_for",
     "cluster_hooks",
     "get_state",
 ]
@@ -104,16 +107,18 @@ class Publisher(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ClusterHooks:
-    """How an app reaches the cluster layer for ``MLSOCKETS_REDIS_URL``.
+    """How an app reaches the cluster layer (``MLSOCKETS_BROADCAST`` "redis" or "unix").
 
     Attributes:
         broadcaster: makes the hub's broadcaster (once per process, with the hub).
         emitter: makes a publish-only emitter (once per process), used by emits in a process
             that has no hub: a CLI command, a job, a worker before its first WebSocket.
+        description: names the broadcaster in the hub's log line.
     """
 
     broadcaster: BroadcasterFactory
     emitter: Callable[[], Publisher]
+    description: str = "Redis broadcaster"
 
 
 def _from_url(module_name: str, class_name: str) -> Callable[[str], Any]:
@@ -133,8 +138,39 @@ def _from_url(module_name: str, class_name: str) -> Callable[[str], Any]:
     return cast(Callable[[str], Any], from_url)
 
 
-def cluster_hooks(url: str) -> ClusterHooks:
-    """The cluster layer's factories for ``url``, checked at ``init_app``.
+def cluster_for(settings: Settings, instance_path: str) -> ClusterHooks | None:
+    """The cluster layer ``settings.broadcast`` selects: Redis (``MLSOCKETS_REDIS_URL``),
+    the Unix sockets of one host (``MLSOCKETS_BROADCAST_DIR``, by default
+    ``<instance_path>/mlsockets``), or None for "local"."""
+    if settings.broadcast == "unix":
+        directory = settings.broadcast_dir or os.path.join(instance_path, "mlsockets")
+        return cluster_hooks(directory, kind="unix")
+    if settings.broadcast == "redis" and settings.redis_url:
+        return cluster_hooks(settings.redis_url)
+    return None
+
+
+def _unix_hooks(directory: str) -> ClusterHooks:
+    """Factories for the Unix-socket broadcaster (docs/one-host.md). A directory that
+    exists is checked now (owner and mode); a missing one is created by the first hub."""
+    from mlsockets.broadcast.emitter import Emitter
+    from mlsockets.broadcast.unix import UnixBroadcaster
+    from mlsockets.registry.unix import HostDirectory
+
+    try:
+        HostDirectory(directory, create=False)
+    except FileNotFoundError:
+        pass
+    return ClusterHooks(
+        broadcaster=lambda: UnixBroadcaster.from_directory(directory),
+        emitter=lambda: Emitter.for_directory(directory),
+        description=f"Unix-socket broadcaster in {directory}: emits reach this host's processes",
+    )
+
+
+def cluster_hooks(url: str, kind: str = "redis") -> ClusterHooks:
+    """The cluster layer's factories for ``url``, checked at ``init_app``. With
+    ``kind="unix"``, ``url`` is the socket directory instead (:func:`cluster_for`).
 
     The contract with the cluster layer (issue 6):
     ``mlsockets.broadcast.redis.RedisBroadcaster.from_url(url)`` returns a
@@ -144,14 +180,33 @@ def cluster_hooks(url: str) -> ClusterHooks:
     connects before they are called.
 
     Raises:
-        ConfigurationError: a module, or the ``from_url`` in it, is missing.
+        ConfigurationError: a module, or the ``from_url`` in it, is missing; (unix) the
+            directory belongs to another user or is open to group/other.
     """
+    if kind == "unix":
+        return _unix_hooks(url)
     make_broadcaster = _from_url("mlsockets.broadcast.redis", "RedisBroadcaster")
     make_emitter = _from_url("mlsockets.broadcast.emitter", "Emitter")
     return ClusterHooks(
         broadcaster=lambda: cast(Broadcaster, make_broadcaster(url)),
         emitter=lambda: cast(Publisher, make_emitter(url)),
     )
+
+
+#: The settings a reload changes in a running app (the others need a restart).
+_LIVE_SETTINGS = frozenset(
+    {"allowed_origins", "require_origin", "handshake_rate", "handshake_burst"}
+)
+
+
+def _origin_policy(settings: Settings) -> OriginPolicy:
+    return OriginPolicy(settings.allowed_origins, same_origin=True, require=settings.require_origin)
+
+
+def _rate_limiter(settings: Settings) -> HandshakeRateLimiter | None:
+    if settings.handshake_rate is None:
+        return None
+    return HandshakeRateLimiter(settings.handshake_rate, settings.handshake_burst)
 
 
 class AppState:
@@ -176,14 +231,10 @@ class AppState:
         self.runner = ContextRunner(app)
         self.router = AppRouter(extension.registry, self.runner)
         self.authorizers = AppAuthorizers(extension.authorizers, self.runner)
-        self.origin = OriginPolicy(
-            settings.allowed_origins, same_origin=True, require=settings.require_origin
-        )
-        self.rate_limiter = (
-            HandshakeRateLimiter(settings.handshake_rate, settings.handshake_burst)
-            if settings.handshake_rate is not None
-            else None
-        )
+        # Replaceable: a configuration reload swaps them (follow_reloads).
+        self.origin = ReplaceableCheck(_origin_policy(settings))
+        self.rate_limiter = ReplaceableCheck(_rate_limiter(settings))
+        self._followed: frozenset[str] = frozenset()
         self.scheduler = SchedulerSlot()
         #: Handshake endpoints of this app: endpoint name -> its admission checks.
         self.admissions: dict[str, Admission] = {}
@@ -194,6 +245,32 @@ class AppState:
         self._pid = 0
         self._emitter: tuple[int, Publisher] | None = None
         self._lock = threading.Lock()
+
+    def follow_reloads(self, names: frozenset[str]) -> None:
+        """Apply reloads of the process settings (SIGHUP on ``mlsockets serve``) to the
+        origin policy and the rate limiter, for the option ``names`` that the app's config
+        left to the settings file and environment. Registered with
+        :func:`mlsockets.config.on_reload`, which holds this state weakly."""
+        self._followed = names & _LIVE_SETTINGS
+        if self._followed:
+            config.on_reload(self._reloaded)
+
+    def _reloaded(self, process: config.Settings) -> None:
+        changes: dict[str, Any] = {name: getattr(process, name) for name in self._followed}
+        settings = dataclasses.replace(self.settings, **changes)
+        if settings == self.settings:
+            return
+        origin, limiter = _origin_policy(settings), _rate_limiter(settings)  # may raise
+        self.settings = settings
+        self.origin.replace(origin)
+        self.rate_limiter.replace(limiter)
+        logger.info(
+            "app %r: origins %s, handshake rate %s/s (burst %d) after a configuration reload",
+            self.runner.app.name,
+            list(settings.allowed_origins) or "same origin only",
+            settings.handshake_rate,
+            settings.handshake_burst,
+        )
 
     def add_endpoint(self, endpoint: str, path: str, allow_anonymous: bool | None) -> Admission:
         """Record a handshake endpoint and build its admission checks."""
@@ -237,7 +314,7 @@ class AppState:
             "hub for app %r created in process %d (%s)",
             self.runner.app.name,
             os.getpid(),
-            "Redis broadcaster"
+            cluster.description
             if cluster is not None
             else "in-process broadcaster: emits reach this process's connections only",
         )

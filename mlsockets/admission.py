@@ -36,6 +36,7 @@ __all__ = [
     "HandshakeCheck",
     "OriginPolicy",
     "HandshakeRateLimiter",
+    "ReplaceableCheck",
     "Admission",
     "UNKNOWN_ADDRESS",
 ]
@@ -312,6 +313,35 @@ class HandshakeRateLimiter:
             if now - bucket.updated < self._refill_time:
                 return
             del self._buckets[key]
+
+
+# --- Live replacement -------------------------------------------------------------------------
+
+
+class ReplaceableCheck:
+    """A :class:`HandshakeCheck` whose rule can be replaced while requests are admitted.
+
+    The Flask extension wraps its origin policy and rate limiter in one each, so that a
+    configuration reload (:func:`mlsockets.config.on_reload`) applies to the next handshake
+    without rebuilding the endpoints' :class:`Admission` objects. Replacing is one attribute
+    store: a request sees either the old rule or the new one, never a mix.
+
+    Args:
+        current: the rule to apply, or None for no check.
+    """
+
+    def __init__(self, current: HandshakeCheck | None) -> None:
+        self.current = current
+
+    def replace(self, current: HandshakeCheck | None) -> None:
+        """Apply ``current`` (None: no check) from the next request on."""
+        self.current = current
+
+    def check(self, request: HandshakeRequest) -> None:
+        """Run the current rule, if any (it raises the refusal)."""
+        current = self.current
+        if current is not None:
+            current.check(request)
 
 
 # --- Admission --------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from gevent import pywsgi
 from gevent.event import Event
 from gevent.pool import Pool
 
+from mlsockets import metrics
 from mlsockets.exceptions import ConfigurationError
 from mlsockets.protocol.frames import CloseCode
 from mlsockets.transport.gevent.handler import WebSocketHandler
@@ -97,6 +98,8 @@ class Server:
         options: WebSocket settings.
         certfile, keyfile: PEM files; when given, every TCP listener speaks TLS.
         access_log: a logger for one line per request, or None.
+        metrics_bind: where to serve Prometheus metrics at ``/metrics`` (plain HTTP, a
+            listener of its own, e.g. ``"127.0.0.1:9100"``), or None; needs prometheus-client.
     """
 
     def __init__(
@@ -109,8 +112,14 @@ class Server:
         keyfile: str | None = None,
         access_log: logging.Logger | None = None,
         max_connections: int | None = None,
+        metrics_bind: str | None = None,
     ) -> None:
         self.app = app
+        self._metrics_bind = metrics_bind
+        self.metrics_server: pywsgi.WSGIServer | None = None
+        if metrics_bind is not None:
+            parse_bind(metrics_bind)  # a bad address fails here, before anything listens
+            metrics.enable()  # ConfigurationError without prometheus-client
         self.options = options or ServerOptions()
         self.reaper = Reaper()
         self._binds = list(binds)
@@ -149,6 +158,13 @@ class Server:
             server.start()
             self.servers.append(server)
             logger.info("listening on %s", self._describe(listener))
+        if self._metrics_bind is not None and self.metrics_server is None:
+            listener = make_listener(self._metrics_bind)
+            self.metrics_server = pywsgi.WSGIServer(
+                listener, metrics.metrics_wsgi("/metrics"), log=None, error_log=logger
+            )
+            self.metrics_server.start()
+            logger.info("serving metrics on http://%s/metrics", self._describe(listener))
 
     @property
     def addresses(self) -> list[Any]:
@@ -162,20 +178,35 @@ class Server:
             return f"unix:{name}"
         return f"{name[0]}:{name[1]}"
 
-    def serve_forever(self, *, install_signals: bool = True) -> None:
-        """Start (if needed) and block until SIGTERM / SIGINT or :meth:`stop`."""
+    def serve_forever(
+        self, *, install_signals: bool = True, on_reload: Callable[[], None] | None = None
+    ) -> None:
+        """Start (if needed) and block until SIGTERM / SIGINT or :meth:`stop`.
+
+        ``on_reload`` runs in a new greenlet on each SIGHUP (with ``install_signals``): it
+        re-reads the configuration and calls :meth:`reconfigure`; connections stay open.
+        """
         if not self.servers:
             self.start()
         handlers = []
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 handlers.append(gevent.signal_handler(sig, self._stopped.set))
+            if on_reload is not None:
+                handlers.append(gevent.signal_handler(signal.SIGHUP, gevent.spawn, on_reload))
         try:
             self._stopped.wait()
         finally:
             for h in handlers:
                 h.cancel()
             self.shutdown()
+
+    def reconfigure(self, options: ServerOptions) -> None:
+        """Use ``options`` for the connections accepted from now on (a configuration reload);
+        open connections keep the options they started with."""
+        self.options = options
+        for server in self.servers:
+            server.ws_options = options
 
     def stop(self) -> None:
         """Ask :meth:`serve_forever` to shut down gracefully."""
@@ -186,6 +217,8 @@ class Server:
         grace = self.options.shutdown_grace if grace is None else grace
         for server in self.servers:
             server.close()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         logger.info("shutting down: closing %d WebSocket connections", len(self.reaper.connections))
         self.reaper.close_all(CloseCode.GOING_AWAY, "server shutting down")
         started = time.monotonic()
