@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import IO, Any, NoReturn, Protocol
+from typing import IO, Any, NamedTuple, NoReturn, Protocol
 
 import marshmallow
 from marshmallow import fields, validate
@@ -169,6 +169,13 @@ def _bytes(secret: Secret) -> bytes:
     return secret.encode("utf-8") if isinstance(secret, str) else secret
 
 
+class _Signed(NamedTuple):
+    """A signed request's timestamp (as sent) and the signature's lower-case hex digest."""
+
+    timestamp: str
+    digest: str
+
+
 class _Refusal(Exception):
     """An error answer: the one place where publish failures become HTTP."""
 
@@ -185,10 +192,17 @@ class _Refusal(Exception):
         super().__init__(message)
         self.status = status
         self.headers = list(headers)
-        error: dict[str, object] = {"code": code, "message": message}
-        if fields:
-            error["fields"] = dict(fields)
-        self.body: dict[str, object] = {"error": error, **(extra or {})}
+        self.body: dict[str, object] = {**_error(code, message, fields), **(extra or {})}
+
+
+def _error(
+    code: str, message: str, fields: Mapping[str, object] | None = None
+) -> dict[str, object]:
+    """An error body, shaped like the WebSocket error replies (docs/design-app.md)."""
+    error: dict[str, object] = {"code": code, "message": message}
+    if fields:
+        error["fields"] = dict(fields)
+    return {"error": error}
 
 
 def _check_event(value: str) -> None:
@@ -294,7 +308,7 @@ class PublishAPI:
         if not self.handles(path):
             if self.app is not None:
                 return self.app(environ, start_response)
-            return _respond(start_response, 404, _Refusal(404, "not_found", "not found").body)
+            return _respond(start_response, 404, _error("not_found", "not found"))
         try:
             status, body = self._handle(environ, batch=path == self.batch_path)
             headers: list[tuple[str, str]] = []
@@ -309,7 +323,7 @@ class PublishAPI:
                 )
         except Exception:
             logger.exception("publish request failed")
-            status, body, headers = 500, _Refusal(500, "internal", "internal error").body, []
+            status, body, headers = 500, _error("internal", "internal error"), []
         return _respond(start_response, status, body, headers)
 
     # -- the checks, in order -------------------------------------------------------------
@@ -320,11 +334,11 @@ class PublishAPI:
             raise _Refusal(
                 405, "method_not_allowed", f"use POST, not {method}", headers=[("Allow", "POST")]
             )
-        timestamp, signature = self._credentials(environ)
+        signed = self._credentials(environ)
         _check_content_type(environ.get("CONTENT_TYPE", ""))
         body = self._read_body(environ)
-        if signature is not None:
-            self._check_signature(timestamp, signature, body)
+        if signed is not None:
+            self._check_signature(signed, body)
         payload = _parse_json(body)
         if batch:
             return self._publish_batch(payload)
@@ -335,26 +349,16 @@ class PublishAPI:
             raise _unavailable(exc) from None
         return 200, {"ok": True, "received": received}
 
-    def _credentials(self, environ: Mapping[str, Any]) -> tuple[str, str | None]:
+    def _credentials(self, environ: Mapping[str, Any]) -> _Signed | None:
         """Check what the headers alone can prove: the key, or a signed request's timestamp.
 
-        Returns ``(timestamp, signature)`` for a signed request, whose signature is checked
-        once the body is read; ``("", None)`` when the key was accepted.
+        Returns None when the key was accepted; for a signed request, what is needed to
+        check its signature once the body is read.
         """
         authorization = environ.get("HTTP_AUTHORIZATION")
         if authorization is not None and self._key_digest is not None:
-            scheme, _, token = authorization.strip().partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                self._unauthorized("malformed Authorization header: expected Bearer <key>")
-            try:
-                given = token.strip().encode("latin-1")  # WSGI decodes headers as latin-1
-            except UnicodeEncodeError:
-                self._unauthorized("invalid key")
-            # Comparing digests also hides the key's length (compare_digest does not).
-            digest = hashlib.sha256(given).digest()
-            if not hmac.compare_digest(digest, self._key_digest):
-                self._unauthorized("invalid key")
-            return "", None
+            self._check_key(authorization, self._key_digest)
+            return None
         timestamp = environ.get(_TIMESTAMP_ENVIRON)
         signature = environ.get(_SIGNATURE_ENVIRON)
         if self._secrets and (timestamp is not None or signature is not None):
@@ -362,25 +366,7 @@ class PublishAPI:
                 self._unauthorized(
                     f"a signed request needs both {TIMESTAMP_HEADER} and {SIGNATURE_HEADER}"
                 )
-            timestamp = timestamp.strip()
-            if not _TIMESTAMP_RE.fullmatch(timestamp):
-                self._unauthorized(
-                    f"malformed {TIMESTAMP_HEADER}: expected Unix time in whole seconds"
-                )
-            # Checked before the body is read (so a replay costs us no read), which tells a
-            # forger the server's clock: no secret, every HTTP response's Date header says it.
-            skew = self._clock() - int(timestamp)
-            window = self.options.window
-            if abs(skew) > window:
-                direction = "old" if skew > 0 else "in the future"
-                self._unauthorized(
-                    f"stale timestamp: {abs(skew):.0f} seconds {direction}, outside the "
-                    f"{window:g}-second window (check the client's clock)"
-                )
-            match = _SIGNATURE_RE.fullmatch(signature.strip())
-            if match is None:
-                self._unauthorized(f"malformed {SIGNATURE_HEADER}: expected sha256=<64 hex digits>")
-            return timestamp, match.group(1).lower()
+            return self._signed(timestamp.strip(), signature.strip())
         accepted = []
         if self._key_digest is not None:
             accepted.append("Authorization: Bearer <key>")
@@ -388,11 +374,42 @@ class PublishAPI:
             accepted.append(f"{TIMESTAMP_HEADER} and {SIGNATURE_HEADER}")
         self._unauthorized(f"missing credentials: send {' or '.join(accepted)}")
 
-    def _check_signature(self, timestamp: str, signature: str, body: bytes) -> None:
-        message = timestamp.encode("ascii") + b"." + body
+    def _check_key(self, authorization: str, key_digest: bytes) -> None:
+        # RFC 6750 section 2.1; the scheme is case-insensitive.
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            self._unauthorized("malformed Authorization header: expected Bearer <key>")
+        try:
+            given = token.strip().encode("latin-1")  # WSGI decodes headers as latin-1
+        except UnicodeEncodeError:
+            self._unauthorized("invalid key")
+        # Comparing digests also hides the key's length (compare_digest does not).
+        if not hmac.compare_digest(hashlib.sha256(given).digest(), key_digest):
+            self._unauthorized("invalid key")
+
+    def _signed(self, timestamp: str, signature: str) -> _Signed:
+        if not _TIMESTAMP_RE.fullmatch(timestamp):
+            self._unauthorized(f"malformed {TIMESTAMP_HEADER}: expected Unix time in whole seconds")
+        # Checked before the body is read (so a replay costs us no read), which tells a
+        # forger the server's clock: no secret, every HTTP response's Date header says it.
+        skew = self._clock() - int(timestamp)
+        window = self.options.window
+        if abs(skew) > window:
+            direction = "old" if skew > 0 else "in the future"
+            self._unauthorized(
+                f"stale timestamp: {abs(skew):.0f} seconds {direction}, outside the "
+                f"{window:g}-second window (check the client's clock)"
+            )
+        match = _SIGNATURE_RE.fullmatch(signature)
+        if match is None:
+            self._unauthorized(f"malformed {SIGNATURE_HEADER}: expected sha256=<64 hex digits>")
+        return _Signed(timestamp, match.group(1).lower())
+
+    def _check_signature(self, signed: _Signed, body: bytes) -> None:
+        message = signed.timestamp.encode("ascii") + b"." + body
         expected = [hmac.new(key, message, hashlib.sha256).hexdigest() for key in self._secrets]
         # Every secret is tried (no early exit): the time taken says nothing about which.
-        matches = [hmac.compare_digest(e, signature) for e in expected]
+        matches = [hmac.compare_digest(e, signed.digest) for e in expected]
         if not any(matches):
             self._unauthorized("invalid signature")
 
@@ -462,8 +479,8 @@ class PublishAPI:
                 f"{len(failures)} of {len(results)} messages could not be published to every "
                 f"node: {failures[0]}"
             )
-            body = _Refusal(503, "unavailable", message).body
-            return 503, {"ok": False, **body, "received": total, "results": results}
+            error = _error("unavailable", message)
+            return 503, {"ok": False, **error, "received": total, "results": results}
         return 200, {"ok": True, "received": total, "results": results}
 
     def _send(self, message: Mapping[str, Any]) -> int:
