@@ -5,19 +5,16 @@ as they are."""
 
 from __future__ import annotations
 
-import http.client
 import importlib.util
-import json
 import shutil
-import socket
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from publish_support import Served
 
 from mlsockets.client import Client
 from mlsockets.transport.gevent import Server, ServerOptions
@@ -42,77 +39,6 @@ private_redis = _cluster.private_redis
 processes = _cluster.processes
 
 FAST = ServerOptions(ping_interval=None, close_timeout=0.5, handshake_timeout=2.0)
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: Mapping[str, str]
-    body: Any
-    all_headers: list[tuple[str, str]] = field(default_factory=list)
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=10)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(self.unix_path)
-
-
-@dataclass
-class Served:
-    """A running server: its TCP port and, when asked for, its Unix socket path."""
-
-    server: Server
-    port: int
-    unix_path: str | None = None
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def url(self, path: str = "/ws/api/publish") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | Any = None,
-        headers: Mapping[str, str] | None = None,
-        *,
-        unix: bool = False,
-        chunked: bool = False,
-    ) -> Reply:
-        """One request on a fresh connection; the reply's JSON (or text) decoded."""
-        conn: http.client.HTTPConnection
-        if unix:
-            assert self.unix_path is not None
-            conn = _UnixHTTPConnection(self.unix_path)
-        else:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(
-                method, path, body=body, headers=dict(headers or {}), encode_chunked=chunked
-            )
-            response = conn.getresponse()
-            raw = response.read()
-            try:
-                decoded: Any = json.loads(raw)
-            except ValueError:
-                decoded = raw.decode(errors="replace")
-            return Reply(
-                response.status,
-                {k.lower(): v for k, v in response.getheaders()},
-                decoded,
-                response.getheaders(),
-            )
-        finally:
-            conn.close()
 
 
 @pytest.fixture

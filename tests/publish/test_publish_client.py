@@ -13,8 +13,8 @@ from urllib.parse import quote
 
 import gevent
 import pytest
-from conftest import Served
 from publish_apps import KEY, SECRET, create_flask_app, create_socket_app
+from publish_support import Served
 
 from mlsockets.client import Client, PublishClient, PublishError
 from mlsockets.transport.gevent import Server

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Reply, Served
 from publish_apps import KEY, MAX_BODY, SECRET, WINDOW, create_flask_app, create_socket_app
+from publish_support import Reply, Served
 
 from mlsockets.client import Client
 from mlsockets.publish_api import PublishAPI, PublishOptions, sign
