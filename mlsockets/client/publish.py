@@ -176,7 +176,8 @@ class PublishClient:
             node that answered received it (other nodes' are not counted).
 
         Raises:
-            ValueError: more than one target.
+            ValueError: more than one target; ``data`` holds NaN or Infinity.
+            TypeError: ``data`` holds something JSON cannot encode.
             PublishError: the server refused (its status and error in the exception).
             OSError: the server cannot be reached (refused, timed out, TLS failure...).
         """
