@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from mlsockets.broadcast.base import Target, addressed
+from mlsockets import metrics
+from mlsockets.broadcast.base import BroadcastUnavailable, Target, addressed
 from mlsockets.broadcast.relay import RelayChannels, RelayMessage, encode
 from mlsockets.typing import ConnectionId, NodeId
 
@@ -100,6 +102,26 @@ class Emitter:
         )
         return cls(publisher.publish, prefix=prefix, close=publisher.close)
 
+    @classmethod
+    def for_directory(
+        cls, path: str | os.PathLike[str], *, prefix: str = "mls", timeout: float = 2.0
+    ) -> Emitter:
+        """An emitter for the serving processes of this host that share the socket
+        directory ``path`` (``MLSOCKETS_BROADCAST=unix``, docs/one-host.md): each emit is
+        written to every process's Unix socket there, giving up a peer after ``timeout``
+        seconds. :meth:`emit` then returns how many processes received it, and raises
+        :class:`~mlsockets.broadcast.base.BroadcastUnavailable` when no serving process runs
+        (or none took it in time). Stdlib only.
+
+        Raises:
+            ConfigurationError: an invalid prefix (checked again, with the directory's owner
+                and mode, at each emit).
+        """
+        from mlsockets.broadcast.unix import UnixPublisher
+
+        publisher = UnixPublisher(path, prefix=prefix, timeout=timeout)
+        return cls(publisher.publish, prefix=prefix, close=publisher.close)
+
     def emit(
         self,
         event: str,
@@ -129,7 +151,15 @@ class Emitter:
             envelope,
             None if skip is None else ConnectionId(skip),
         )
-        return self._publish(self.channels.for_target(target), encode(message))
+        payload = encode(message)
+        started = time.perf_counter()
+        try:
+            receivers = self._publish(self.channels.for_target(target), payload)
+        except BroadcastUnavailable:
+            metrics.publish_failed("emitter")  # metrics
+            raise
+        metrics.published("emitter", time.perf_counter() - started)  # metrics: latency
+        return receivers
 
     def close(self) -> None:
         """Close the Redis connections (safe to call twice)."""

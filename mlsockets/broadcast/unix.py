@@ -1,0 +1,823 @@
+"""The Unix-socket broadcaster: the serving processes of one host relay their emits to each
+other through a directory of Unix domain sockets. No Redis, no extra service.
+
+Setup (each serving process: every gunicorn worker)::
+
+    broadcaster = UnixBroadcaster.from_directory("/srv/app/instance/mlsockets")
+    hub = Hub(router, authorizers, broadcaster=broadcaster)  # binds, starts the listener
+
+``Hub(broadcaster=...)`` also picks up ``broadcaster.cluster``, the
+:class:`~mlsockets.registry.unix.HostRegistry` that makes presence and the registry span the
+host's processes. Any process of the host publishes with
+:meth:`mlsockets.broadcast.emitter.Emitter.for_directory` (a cron job, ``mlsockets emit``).
+
+How an emit travels:
+
+1. :meth:`UnixBroadcaster.publish` encodes one
+   :class:`~mlsockets.broadcast.relay.RelayMessage` (the Redis layer's versioned codec) and
+   frames it once: a 4-byte big-endian length, then the message;
+2. delivers the envelope to this process's connections;
+3. hands the frame to a writer per peer (every other ``<prefix>.<node>.sock`` in the
+   directory), which keeps one stream connection to that peer;
+4. each peer's listener reads frames, ignores its own origin, and hands the envelope to its
+   hub. Every process gets every relay message and resolves the target against its own
+   connections (there is no per-channel routing as with Redis).
+
+Why stream sockets with length-prefixed frames, not datagrams: a datagram is limited by the
+socket buffers (about 200 KB by default), so messages of a megabyte would need chunking,
+reassembly and a timeout for lost chunks; and a non-blocking datagram send to a busy peer
+fails after a few hundred KB, so a large message to a worker that is busy for a moment would
+be lost. A stream carries any size in order; a receiver that sees a connection end inside a
+frame knows the frame is incomplete and drops it with a WARNING, so nothing is ever
+truncated silently. The price is one connection per pair of processes.
+
+Slow peers never block the publisher: :meth:`~UnixBroadcaster.publish` only appends to the
+peer's queue, bounded by ``max_queue`` bytes; a frame that does not fit is dropped, counted
+(:attr:`UnixBroadcaster.stats` and ``mlsockets.metrics.broadcast_dropped``)
+and logged at WARNING. A writer that cannot hand its frame over within ``send_timeout``
+drops it and reconnects. A peer whose socket refuses connections is dead: its files are
+removed (:meth:`~mlsockets.registry.unix.HostDirectory.reap`) and the registry purges it.
+
+Threads: the listener, one reader per inbound connection and one writer per peer are
+``threading.Thread`` objects, greenlets in a gevent-patched process (every server process).
+This module imports no gevent and no redis.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from mlsockets import metrics
+from mlsockets.broadcast.base import BroadcastUnavailable, ConnectionTarget, Deliver, Target
+from mlsockets.broadcast.relay import (
+    RelayError,
+    RelayMessage,
+    UnsupportedVersion,
+    decode,
+    encode,
+)
+from mlsockets.exceptions import ConfigurationError, InvalidState
+from mlsockets.registry.unix import HostDirectory, HostRegistry, is_refused, new_node_id
+from mlsockets.typing import ConnectionId, NodeId
+
+__all__ = [
+    "FrameError",
+    "FrameReader",
+    "MAX_MESSAGE",
+    "MessageTooLarge",
+    "UnixBroadcaster",
+    "UnixPublisher",
+    "UnixStats",
+    "frame",
+]
+
+logger = logging.getLogger("mlsockets.broadcast")
+
+#: The frame header: the length of the relay message that follows.
+HEADER = struct.Struct("!I")
+#: The default largest relay message, in bytes.
+MAX_MESSAGE = 64 << 20
+_WARN_EVERY = 10.0  # seconds between drop warnings for one peer
+
+
+class FrameError(ValueError):
+    """A stream does not carry valid frames (a length above the limit)."""
+
+
+class MessageTooLarge(ValueError):
+    """A relay message is larger than ``max_message``: refused before anyone received it."""
+
+
+def frame(payload: bytes, max_message: int = MAX_MESSAGE) -> bytes:
+    """``payload`` with its length in front.
+
+    Raises:
+        MessageTooLarge: ``payload`` is longer than ``max_message``.
+    """
+    if len(payload) > max_message:
+        raise MessageTooLarge(
+            f"the relay message is {len(payload)} bytes; the limit (max_message) is "
+            f"{max_message}: nothing was sent"
+        )
+    return HEADER.pack(len(payload)) + payload
+
+
+class FrameReader:
+    """Splits a byte stream into frames' payloads. Pure: bytes in, payloads out.
+
+    Call :meth:`feed` with what was received; at the end of the stream, :attr:`pending`
+    says how many bytes of an incomplete frame were left (a publisher that died or gave up
+    in the middle of a frame).
+    """
+
+    def __init__(self, max_message: int = MAX_MESSAGE) -> None:
+        self.max_message = max_message
+        self._buffer = bytearray()
+        self._need: int | None = None  # the current frame's length, once its header is in
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The payloads completed by ``data``.
+
+        Raises:
+            FrameError: a header announces more than ``max_message`` bytes (the stream
+                cannot be resynchronized: close it).
+        """
+        buffer = self._buffer
+        buffer += data
+        out: list[bytes] = []
+        start = 0
+        while True:
+            if self._need is None:
+                if len(buffer) - start < HEADER.size:
+                    break
+                (need,) = HEADER.unpack_from(buffer, start)
+                if need > self.max_message:
+                    raise FrameError(
+                        f"a frame announces {need} bytes; the limit (max_message) is "
+                        f"{self.max_message}"
+                    )
+                self._need = need
+                start += HEADER.size
+            if len(buffer) - start < self._need:
+                break
+            out.append(bytes(buffer[start : start + self._need]))
+            start += self._need
+            self._need = None
+        del buffer[:start]
+        return out
+
+    @property
+    def pending(self) -> int:
+        """Bytes received of a frame that is not complete yet (header included)."""
+        return len(self._buffer) + (HEADER.size if self._need is not None else 0)
+
+
+@dataclass(slots=True)
+class UnixStats:
+    """Counters of one broadcaster since it was created (for metrics and status pages)."""
+
+    published: int = 0  #: relay messages handed to the peers' writers
+    sent: int = 0  #: frames written completely to a peer
+    dropped: int = 0  #: frames not delivered to a live peer (queue full, stuck, busy)
+    received: int = 0  #: relay messages read from peers
+    delivered: int = 0  #: local receivers reached by relay messages from other processes
+    own: int = 0  #: own relay messages ignored
+    invalid: int = 0  #: undecodable, unknown version, incomplete or oversized frames
+    dead_peers: int = 0  #: peers found dead (their socket refused us)
+
+
+#: ``on_drop(peer, reason)``: called for every frame dropped for a live peer.
+DropHook = Callable[[str, str], None]
+
+
+class _Peer:
+    """One other process: a bounded queue of frames and the writer that empties it."""
+
+    def __init__(self, owner: UnixBroadcaster, node: NodeId, path: str) -> None:
+        self.owner = owner
+        self.node = node
+        self.path = path
+        self.queue: deque[bytes] = deque()
+        self.queued = 0  # bytes in the queue
+        self.dropped = 0
+        self.closed = False
+        self._warned_at = -_WARN_EVERY
+        self._unwarned = 0
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self.thread = threading.Thread(
+            target=self._run, name=f"mlsockets-unix-peer-{node}", daemon=True
+        )
+        self.thread.start()
+
+    def offer(self, data: bytes) -> bool:
+        """Queue ``data``; False (nothing queued) when it does not fit in ``max_queue``.
+        A frame larger than the bound is taken when the queue is empty."""
+        with self._lock:
+            if self.closed:
+                return False
+            if self.queue and self.queued + len(data) > self.owner.max_queue:
+                return False
+            self.queue.append(data)
+            self.queued += len(data)
+        self._ready.set()
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            self.queue.clear()
+            self.queued = 0
+        self._ready.set()
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _next(self) -> bytes | None:
+        while True:
+            with self._lock:
+                if self.closed:
+                    return None
+                if self.queue:
+                    data = self.queue.popleft()
+                    self.queued -= len(data)
+                    return data
+                self._ready.clear()
+            self._ready.wait()
+
+    def _run(self) -> None:
+        try:
+            while (data := self._next()) is not None:
+                self._write(data)
+        except Exception:
+            logger.exception("the writer for peer %s failed (a bug)", self.node)
+            self.owner._peer_gone(self, dead=False)
+        finally:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.owner.send_timeout)
+        try:
+            sock.connect(self.path)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _write(self, data: bytes) -> None:
+        """Write one frame; a broken connection is retried once on a new one."""
+        for attempt in (1, 2):
+            try:
+                if self._sock is None:
+                    self._sock = self._connect()
+                self._sock.sendall(data)
+                self.owner.stats.sent += 1
+                return
+            except (TimeoutError, BlockingIOError) as exc:
+                # Stuck (not reading) or too busy to accept: give the frame up. A partial
+                # frame is discarded by the peer when this connection closes.
+                self._reset()
+                self.owner._dropped(self, f"peer did not take it within {exc or 'the timeout'}")
+                return
+            except OSError as exc:
+                self._reset()
+                if is_refused(exc):  # nobody listens there any more: the process is gone
+                    self.owner._peer_gone(self, dead=True)
+                    return
+                if attempt == 2 or self.closed:
+                    self.owner._dropped(self, f"connection failed: {exc}")
+                    return
+
+    def _reset(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def warn(self, reason: str) -> None:
+        """Log a drop at WARNING, at most once per ``_WARN_EVERY`` seconds per peer."""
+        self._unwarned += 1
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY:
+            logger.warning(
+                "dropped %d relay message(s) for peer %s (%s); %d dropped in all",
+                self._unwarned,
+                self.node,
+                reason,
+                self.dropped,
+            )
+            self._warned_at, self._unwarned = now, 0
+
+
+class UnixBroadcaster:
+    """A :class:`~mlsockets.broadcast.base.Broadcaster` for the processes of one host.
+
+    Create it with :meth:`from_directory`; the hub calls :meth:`attach` (which binds this
+    process's socket and starts the listener), :meth:`publish`, :meth:`channel_added` and
+    :meth:`channel_removed`. :meth:`close` (also run at exit) removes the socket.
+
+    Args:
+        directory: the host's socket directory.
+        node_id: this process's id (default ``host-pid-random``).
+        cluster: the host registry for the same directory and node, exposed as
+            :attr:`cluster` for the hub (presence and registry across the processes).
+        max_queue: bytes waiting for one peer beyond which frames for it are dropped.
+        send_timeout: seconds a peer may take to accept a frame (and a connection).
+        max_message: the largest relay message sent or accepted, in bytes.
+        on_drop: also called with (peer node id, reason) for each dropped frame (they are
+            counted in :attr:`stats` and the ``mlsockets.metrics`` drop counter anyway).
+    """
+
+    def __init__(
+        self,
+        directory: HostDirectory,
+        *,
+        node_id: str | None = None,
+        cluster: HostRegistry | None = None,
+        max_queue: int = 16 << 20,
+        send_timeout: float = 5.0,
+        max_message: int = MAX_MESSAGE,
+        on_drop: DropHook | None = None,
+    ) -> None:
+        if cluster is not None and node_id is not None and cluster.node_id != node_id:
+            raise ConfigurationError("the host registry and the broadcaster need one node id")
+        if max_queue <= 0 or send_timeout <= 0 or max_message <= 0:
+            raise ConfigurationError("max_queue, send_timeout and max_message must be > 0")
+        self.directory = directory
+        self.node_id = NodeId(node_id or (cluster.node_id if cluster else new_node_id()))
+        directory.check_socket_path(self.node_id)
+        #: The host-wide registry and presence (the hub uses it), or None.
+        self.cluster = cluster
+        self.max_queue = max_queue
+        self.send_timeout = send_timeout
+        self.max_message = max_message
+        self.stats = UnixStats()
+        self._on_drop = on_drop
+        self._deliver: Deliver | None = None
+        self._peers: dict[NodeId, _Peer] = {}
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._readers: set[socket.socket] = set()
+        self._pid: int | None = None
+        self._closed = False
+        self._warned_versions: set[tuple[str | None, object]] = set()
+        self._owns_cluster = False
+
+    @classmethod
+    def from_directory(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        prefix: str = "mls",
+        node_id: str | None = None,
+        presence: bool = True,
+        check_interval: float = 1.0,
+        **options: Any,
+    ) -> UnixBroadcaster:
+        """The broadcaster (and, with ``presence``, its host registry) for ``path``.
+
+        Creates the directory (mode 0700) when it is missing; binds nothing until the hub
+        attaches.
+
+        Args:
+            path: the socket directory, shared by the host's serving processes.
+            prefix: processes with the same directory and prefix form one cluster.
+            presence: also build the :class:`~mlsockets.registry.unix.HostRegistry`.
+            check_interval: seconds between the registry's looks for dead processes.
+            options: ``max_queue``, ``send_timeout``, ``max_message``, ``on_drop``.
+
+        Raises:
+            ConfigurationError: a bad prefix; the directory belongs to another user or is
+                open to group/other; the socket path is too long.
+        """
+        directory = HostDirectory(path, prefix)
+        node = NodeId(node_id or new_node_id())
+        cluster = (
+            HostRegistry(directory, node_id=node, check_interval=check_interval)
+            if presence
+            else None
+        )
+        broadcaster = cls(directory, node_id=node, cluster=cluster, **options)
+        broadcaster._owns_cluster = cluster is not None
+        return broadcaster
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def attach(self, deliver: Deliver) -> None:
+        """Take the hub's local delivery and :meth:`start` (called by the hub)."""
+        self._deliver = deliver
+        self.start()
+
+    def start(self) -> None:
+        """Claim this node's lock, remove what dead processes left, bind this process's
+        socket (0600) and start the listener. Once; later calls do nothing."""
+        with self._lock:
+            if self._thread is not None or self._closed:
+                return
+            self._pid = os.getpid()
+            directory = self.directory
+            directory.claim(self.node_id)
+            reaped = directory.reap_all()
+            if reaped:
+                logger.info("removed the files of %d dead process(es) in %s", reaped, directory)
+            final = directory.socket_path(self.node_id)
+            temporary = str(directory.path / f".{directory.prefix}.{self.node_id}.sock.tmp")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                listener.bind(temporary)
+                os.chmod(temporary, 0o600)
+                listener.listen(128)
+                # Renamed into place only once it listens: a publisher never finds a socket
+                # that refuses it but belongs to a live process.
+                os.rename(temporary, final)
+            except BaseException:
+                listener.close()
+                raise
+            self._listener = listener
+            self._thread = threading.Thread(
+                target=self._accept, name=f"mlsockets-unix-listener-{self.node_id}", daemon=True
+            )
+            self._thread.start()
+        atexit.register(self._at_exit)
+        logger.info("node %s listening on %s", self.node_id, final)
+
+    def _at_exit(self) -> None:
+        if self._pid == os.getpid():
+            self.close()
+
+    def close(self, timeout: float = 5.0, *, deregister: bool = True) -> None:
+        """Deregister (announcing ``mls.left`` for the members only this process had), stop
+        the listener and writers, remove the socket and lock files. Safe to call twice."""
+        if self._closed:
+            return
+        if self._owns_cluster and self.cluster is not None:
+            # First, while the writers still carry the mls.left it announces to the others.
+            self.cluster.close(deregister=deregister)
+            self._flush(min(timeout, 1.0))
+        self._closed = True
+        with self._lock:
+            listener, self._listener = self._listener, None
+            peers, self._peers = list(self._peers.values()), {}
+            readers, self._readers = list(self._readers), set()
+        if listener is not None and self._pid == os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.directory.socket_path(self.node_id))
+        for sock in (listener, *readers):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+        for peer in peers:
+            peer.close()
+        if self._pid == os.getpid():
+            self.directory.release(self.node_id)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        with contextlib.suppress(ValueError):
+            atexit.unregister(self._at_exit)
+
+    def _flush(self, timeout: float) -> None:
+        """Wait (bounded) until the writers handed over what is queued."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                peers = list(self._peers.values())
+            if all(not p.queue for p in peers):
+                return
+            time.sleep(0.01)
+
+    def _check_pid(self) -> None:
+        if self._pid is not None and self._pid != os.getpid():
+            raise InvalidState(
+                "this UnixBroadcaster was started in another process (forked after the hub "
+                "was created, e.g. gunicorn --preload): create the hub in each worker process"
+            )
+
+    def status(self) -> dict[str, object]:
+        """Counters and peers, for status pages and metrics."""
+        with self._lock:
+            peers = {
+                p.node: {"queued": p.queued, "dropped": p.dropped} for p in self._peers.values()
+            }
+        status: dict[str, object] = {
+            "node_id": self.node_id,
+            "state": "closed" if self._closed else ("listening" if self._thread else "idle"),
+            "directory": str(self.directory.path),
+            "peers": peers,
+            **asdict(self.stats),
+        }
+        if self.cluster is not None:
+            status["cluster"] = self.cluster.status()
+        return status
+
+    # -- the Broadcaster protocol ----------------------------------------------------------
+
+    def publish(
+        self, target: Target, envelope: Mapping[str, object], skip: ConnectionId | None
+    ) -> int:
+        """Deliver ``envelope`` to this process's receivers and queue it for every other
+        serving process of the host. Never blocks on a peer.
+
+        Returns:
+            The number of local receivers.
+
+        Raises:
+            MessageTooLarge: the relay message exceeds ``max_message`` (nobody got it).
+            TypeError, ValueError: the envelope cannot be encoded as JSON (nobody got it).
+            BroadcastUnavailable: the broadcaster is closed (the local receivers got it).
+            InvalidState: not attached to a hub, or used in another process.
+        """
+        deliver = self._deliver
+        if deliver is None:
+            raise InvalidState("the broadcaster is not attached to a hub")
+        self._check_pid()
+        started = time.perf_counter()
+        data = frame(encode(RelayMessage(self.node_id, target, envelope, skip)), self.max_message)
+        count = deliver(target, envelope, skip)
+        if isinstance(target, ConnectionTarget) and count:
+            return count  # connection ids are unique: nobody else has it
+        if self._closed:
+            metrics.publish_failed("unix")
+            raise BroadcastUnavailable(
+                f"the Unix-socket broadcaster is closed: {envelope.get('event')!r} reached "
+                f"{count} local connections but not the other processes",
+                delivered=count,
+            )
+        backlog = False
+        for peer in self._current_peers():
+            if not peer.offer(data):
+                self._dropped(peer, f"its queue holds {peer.queued} bytes (max_queue)")
+            backlog = backlog or peer.queued > self.max_queue // 2
+        self.stats.published += 1
+        if backlog:
+            # Many emits in a row from one greenlet never let the writers run: yield once
+            # (time.sleep is gevent's in a patched process), so that only peers that are
+            # really slow reach max_queue. Never waits for a peer.
+            time.sleep(0)
+        metrics.published("unix", time.perf_counter() - started)
+        return count
+
+    def channel_added(self, channel: str) -> None:
+        """Nothing to do: every process reads every relay message."""
+
+    def channel_removed(self, channel: str) -> None:
+        """Nothing to do: every process reads every relay message."""
+
+    # -- peers -----------------------------------------------------------------------------
+
+    def _current_peers(self) -> list[_Peer]:
+        """A writer for every other socket in the directory (read at each publish, so a
+        process that started a moment ago gets the next message)."""
+        found = self.directory.sockets()
+        with self._lock:
+            if self._closed:
+                return []
+            peers = []
+            for node, path in found:
+                if node == self.node_id:
+                    continue
+                peer = self._peers.get(node)
+                if peer is None:
+                    peer = self._peers[node] = _Peer(self, node, path)
+                peers.append(peer)
+            return peers
+
+    def _dropped(self, peer: _Peer, reason: str) -> None:
+        self.stats.dropped += 1
+        peer.dropped += 1
+        peer.warn(reason)
+        metrics.broadcast_dropped(1, broadcaster="unix")
+        if self._on_drop is not None:
+            try:
+                self._on_drop(peer.node, reason)
+            except Exception:
+                logger.exception("the drop hook failed")
+
+    def _peer_gone(self, peer: _Peer, *, dead: bool) -> None:
+        with self._lock:
+            if self._peers.get(peer.node) is peer:
+                del self._peers[peer.node]
+        peer.close()
+        if dead:
+            self.stats.dead_peers += 1
+            logger.info("peer %s refuses connections: its process is gone", peer.node)
+            self.directory.reap(peer.node)
+            if self.cluster is not None:
+                self.cluster.wake()
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        listener = self._listener
+        while listener is not None and not self._closed:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                if self._listener is not listener:  # closed
+                    return
+                time.sleep(0.05)  # EMFILE and the like: do not spin
+                continue
+            with self._lock:
+                self._readers.add(sock)
+            threading.Thread(
+                target=self._read, args=(sock,), name="mlsockets-unix-reader", daemon=True
+            ).start()
+
+    def _read(self, sock: socket.socket) -> None:
+        reader = FrameReader(self.max_message)
+        try:
+            while True:
+                try:
+                    data = sock.recv(1 << 18)
+                except OSError:
+                    break
+                if not data:
+                    break
+                try:
+                    payloads = reader.feed(data)
+                except FrameError as exc:
+                    self.stats.invalid += 1
+                    logger.warning("closing a relay connection: %s", exc)
+                    return
+                for payload in payloads:
+                    self._relayed(payload)
+            if reader.pending and not self._closed:
+                self.stats.invalid += 1
+                logger.warning(
+                    "a publisher went away in the middle of a relay message (%d bytes "
+                    "received): dropped it, nothing partial was delivered",
+                    reader.pending,
+                )
+        finally:
+            with self._lock:
+                self._readers.discard(sock)
+            sock.close()
+
+    def _relayed(self, payload: bytes) -> None:
+        """One relay message from a peer: decode, ignore our own, deliver the rest."""
+        stats = self.stats
+        stats.received += 1
+        try:
+            message = decode(payload)
+        except UnsupportedVersion as exc:
+            stats.invalid += 1
+            key = (exc.origin, exc.version)
+            if key not in self._warned_versions:
+                self._warned_versions.add(key)
+                logger.warning("dropping relay messages from %s: %s", exc.origin or "?", exc)
+            return
+        except RelayError as exc:
+            stats.invalid += 1
+            logger.warning("dropping a malformed relay message: %s", exc)
+            return
+        if message.origin == self.node_id:
+            stats.own += 1
+            return
+        deliver = self._deliver
+        if deliver is None:
+            return
+        try:
+            stats.delivered += deliver(message.target, message.envelope, message.skip)
+        except Exception:
+            logger.exception("delivering a relay message from %s failed", message.origin)
+
+    def __repr__(self) -> str:
+        return f"<UnixBroadcaster node={self.node_id} {self.directory.path}>"
+
+
+class UnixPublisher:
+    """Publishes relay messages to the serving processes in a directory, from any process
+    (what :meth:`mlsockets.broadcast.emitter.Emitter.for_directory` uses). No thread: each
+    publish connects to every socket, writes without blocking on any one peer, and gives a
+    peer up after ``timeout`` seconds.
+
+    Args:
+        path: the socket directory.
+        prefix: the servers' prefix.
+        timeout: seconds one publish may take in all.
+        max_message: the largest relay message, in bytes.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        prefix: str = "mls",
+        timeout: float = 2.0,
+        max_message: int = MAX_MESSAGE,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.prefix = prefix
+        self.timeout = timeout
+        self.max_message = max_message
+        #: Frames given up for a peer that did not take them in time, since creation.
+        self.dropped = 0
+
+    def _directory(self) -> HostDirectory:
+        try:
+            return HostDirectory(self.path, self.prefix, create=False)
+        except FileNotFoundError:
+            raise BroadcastUnavailable(
+                f"no mlsockets server is running on this host: {self.path} does not exist "
+                "(is MLSOCKETS_BROADCAST_DIR the servers' directory?)"
+            ) from None
+
+    def publish(self, channel: str, payload: bytes) -> int:
+        """Send ``payload`` to every serving process; ``channel`` is not used (every
+        process reads every relay message).
+
+        Returns:
+            How many processes received the whole message.
+
+        Raises:
+            BroadcastUnavailable: no serving process is running in the directory, or none
+                took the message in time (nobody received it).
+            MessageTooLarge: ``payload`` exceeds ``max_message``.
+            ConfigurationError: the directory belongs to another user or is open to others.
+        """
+        data = frame(payload, self.max_message)
+        directory = self._directory()
+        sel = selectors.DefaultSelector()
+        pending: dict[socket.socket, tuple[NodeId, memoryview]] = {}
+        dead = busy = 0
+        try:
+            for node, path in directory.sockets():
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                try:
+                    sock.connect(path)
+                except BlockingIOError:  # its backlog is full: too busy to take it now
+                    sock.close()
+                    busy += 1
+                    logger.warning("peer %s is not accepting connections: message dropped", node)
+                    continue
+                except OSError as exc:
+                    sock.close()
+                    if is_refused(exc):
+                        dead += 1
+                        directory.reap(node)
+                        continue
+                    raise
+                pending[sock] = (node, memoryview(data))
+                sel.register(sock, selectors.EVENT_WRITE)
+            sent = self._send_all(sel, pending)
+        finally:
+            for sock in pending:
+                sock.close()
+            sel.close()
+        stuck = len(pending)
+        if stuck:
+            logger.warning(
+                "%d peer(s) did not take a relay message within %g s: dropped for them (%s)",
+                stuck,
+                self.timeout,
+                ", ".join(node for node, _ in pending.values()),
+            )
+        self.dropped += stuck + busy
+        if stuck or busy:
+            metrics.broadcast_dropped(stuck + busy, broadcaster="unix")
+        if not sent:
+            metrics.publish_failed("emitter")
+            if not (stuck or busy):
+                raise BroadcastUnavailable(
+                    f"no mlsockets server is running on this host: no live socket in "
+                    f"{self.path} (prefix {self.prefix!r}); nobody received the event"
+                )
+            raise BroadcastUnavailable(
+                f"no mlsockets server in {self.path} took the event within {self.timeout} s"
+            )
+        return sent
+
+    def _send_all(
+        self,
+        sel: selectors.BaseSelector,
+        pending: dict[socket.socket, tuple[NodeId, memoryview]],
+    ) -> int:
+        sent = 0
+        deadline = time.monotonic() + self.timeout
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for key, _ in sel.select(left):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                node, view = pending[sock]
+                try:
+                    view = view[sock.send(view) :]
+                except BlockingIOError:
+                    continue
+                except OSError as exc:  # it died meanwhile: not received, not stuck
+                    logger.info("peer %s went away during a publish: %s", node, exc)
+                else:
+                    if view:
+                        pending[sock] = (node, view)
+                        continue
+                    sent += 1
+                sel.unregister(sock)
+                del pending[sock]
+                sock.close()
+        return sent
+
+    def close(self) -> None:
+        """Nothing to release (no connection outlives a publish)."""
