@@ -1,5 +1,6 @@
-"""Two ``mlsockets serve`` nodes of the Flask app and a real redis-server: a publish over HTTP
-to one node reaches the clients of both, exactly once; with Redis gone, the API answers 503.
+"""``mlsockets serve`` nodes of the Flask app and a real redis-server: a publish over HTTP to
+one node reaches the clients of every node, exactly once, also from a node that has no
+WebSocket (hence no hub) yet; with Redis gone, the API answers 503.
 
 "Exactly once": Redis delivers one publisher's messages in order, so a client whose next
 event after the one under test is the marker published after it got no duplicate. No timing
@@ -77,12 +78,14 @@ def test_a_publish_to_one_node_reaches_the_clients_of_both_once(
     clients: list[Client],
     socket_dir: str,
 ) -> None:
-    port_a, port_b = free_port(), free_port()
+    port_a, port_b, port_c = free_port(), free_port(), free_port()
     sock_a = f"{socket_dir}/a.sock"
     node_a = start_node(processes, private_redis.url, f"127.0.0.1:{port_a}", f"unix:{sock_a}")
     node_b = start_node(processes, private_redis.url, f"127.0.0.1:{port_b}")
+    node_c = start_node(processes, private_redis.url, f"127.0.0.1:{port_c}")  # never a client
     wait_for(lambda: answers(node_a, port_a), 30, "node a")
     wait_for(lambda: answers(node_b, port_b), 30, "node b")
+    wait_for(lambda: answers(node_c, port_c), 30, "node c")
     on_a = Client.connect(f"ws://127.0.0.1:{port_a}/ws", timeout=10)
     clients.append(on_a)
     on_b = Client.connect(f"ws://127.0.0.1:{port_b}/ws", timeout=10)
@@ -123,6 +126,13 @@ def test_a_publish_to_one_node_reaches_the_clients_of_both_once(
             ("marker", None),
         ], client
 
+    # A node with no WebSocket (no hub yet) publishes through its publish-only emitter.
+    to_c = PublishClient(f"http://127.0.0.1:{port_c}/ws/api/publish", key=KEY)
+    assert to_c.publish("via-c", to="room:1") == {"ok": True, "received": 0}
+    assert to_c.publish("marker", to="room:1")["ok"]
+    for client in (on_a, on_b):
+        assert [client.receive(timeout=15).event for _ in range(2)] == ["via-c", "marker"]
+
     # Redis gone: node a still delivers locally, and says the other nodes were not reached.
     private_redis.kill()
 
@@ -137,4 +147,5 @@ def test_a_publish_to_one_node_reaches_the_clients_of_both_once(
     assert error.status == 503 and error.code == "unavailable", error.body
     assert error.message.startswith("the broadcaster is unavailable")
     assert error.body["delivered"] == 1
-    assert "Traceback" not in Processes.stderr(node_a) + Processes.stderr(node_b)
+    logs = [Processes.stderr(node) for node in (node_a, node_b, node_c)]
+    assert not any("Traceback" in log for log in logs), logs
