@@ -16,3 +16,19 @@ worker_connections = 10000
 timeout = 30
 graceful_timeout = 15  # WebSockets get 1001 and this long to finish closing
 keepalive = 5
+
+# Prometheus metrics across workers (docs/metrics.md): export PROMETHEUS_MULTIPROC_DIR, an
+# empty directory, before starting gunicorn. Stale files of the last run are removed at
+# start, and a worker that died (even by SIGKILL) stops counting in the live gauges.
+
+
+def on_starting(server):
+    from mlsockets import metrics
+
+    metrics.clear_multiprocess_dir()
+
+
+def child_exit(server, worker):
+    from mlsockets import metrics
+
+    metrics.mark_process_dead(worker.pid)

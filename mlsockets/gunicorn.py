@@ -12,6 +12,8 @@ from typing import Any
 
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
+from mlsockets import metrics
+from mlsockets.metrics.redact import redacted_environ
 from mlsockets.protocol.frames import CloseCode
 from mlsockets.transport.gevent.handler import WebSocketHandlerMixin
 from mlsockets.transport.gevent.options import ServerOptions
@@ -22,6 +24,16 @@ __all__ = ["GeventWebSocketWorker", "GunicornWebSocketHandler", "GunicornWebSock
 
 class GunicornWebSocketHandler(WebSocketHandlerMixin, PyWSGIHandler):  # type: ignore[misc]
     """gunicorn's pywsgi handler (access log, environ) plus the WebSocket upgrade."""
+
+    def log_request(self) -> None:
+        # gunicorn formats its access log from the environ: hand it one without the
+        # credentials a browser can only put in the URL (?token=...).
+        environ = self.environ
+        self.environ = redacted_environ(environ)
+        try:
+            super().log_request()
+        finally:
+            self.environ = environ
 
 
 class GunicornWebSocketServer(PyWSGIServer):  # type: ignore[misc]
@@ -46,3 +58,13 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):  # type: ignore[misc]
 
     server_class = GunicornWebSocketServer
     wsgi_handler = GunicornWebSocketHandler
+
+    def init_process(self) -> None:
+        """Run the worker (gunicorn's ``init_process`` returns when it exits). Metrics: say
+        that this process is a gunicorn worker (a WARNING if counts are per worker), and at
+        exit fold the last counts and drop this worker's live gauges (multiprocess mode)."""
+        metrics.gunicorn_worker()
+        try:
+            super().init_process()
+        finally:
+            metrics.process_exit()

@@ -58,6 +58,7 @@ from redis.backoff import NoBackoff
 from redis.client import PubSub
 from redis.retry import Retry
 
+from mlsockets import metrics
 from mlsockets.broadcast.base import BroadcastUnavailable, ConnectionTarget, Deliver, Target
 from mlsockets.broadcast.relay import (
     ReconnectBackoff,
@@ -254,6 +255,8 @@ class RedisBroadcaster:
         self._pid: int | None = None
         self._warned_versions: set[tuple[str | None, object]] = set()
         self._owns_cluster = False
+        # metrics: state and stats are read at each fold (relay state, reconnects, drops)
+        metrics.watch_relay(self)
 
     @classmethod
     def from_url(
@@ -456,7 +459,8 @@ class RedisBroadcaster:
         Raises:
             BroadcastUnavailable: the relay is not connected, or Redis refused the publish;
                 the local receivers got the envelope (``exc.delivered`` of them).
-            TypeError, ValueError: the envelope cannot be encoded as JSON (nobody got it).
+            TypeError, ValueError: the envelope can be encoded neither as JSON nor as
+                msgpack (nobody got it); see :func:`~mlsockets.broadcast.relay.encode`.
             InvalidState: not attached to a hub, or used in a process it was not started in.
         """
         deliver = self._deliver
@@ -476,7 +480,9 @@ class RedisBroadcaster:
                 delivered=count,
             )
         try:
+            started = time.perf_counter()
             self._client.publish(self.channels.for_target(target), payload)
+            metrics.published("redis", time.perf_counter() - started)  # metrics: latency
         except (redis.RedisError, OSError) as exc:
             self.stats.publish_failures += 1
             raise BroadcastUnavailable(

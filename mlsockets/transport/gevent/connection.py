@@ -28,7 +28,9 @@ import gevent.ssl
 from gevent import get_hub
 from gevent._waiter import Waiter
 
+from mlsockets import metrics
 from mlsockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
+from mlsockets.metrics import COUNTS as _COUNTS
 from mlsockets.protocol.connection import Close, Protocol, State
 from mlsockets.protocol.frames import CloseCode, Opcode, serialize_header
 from mlsockets.transport.gevent.compat import GeventWebSocketCompat
@@ -43,6 +45,8 @@ __all__ = ["WebSocket", "broadcast"]
 logger = logging.getLogger("mlsockets.transport")
 
 RECV_SIZE = 65536
+#: Seconds a callback-mode worker may deliver one connection's backlog before yielding once.
+FAIR_SLICE = 0.01
 _monotonic = time.monotonic
 _TLS_SOCKETS = (ssl.SSLSocket, gevent.ssl.SSLSocket)
 
@@ -144,6 +148,7 @@ class WebSocket(GeventWebSocketCompat):
         self._activate = None
         self.last_recv = _monotonic()
         self._reaper.add(self)
+        _COUNTS.opened += 1  # metrics: plain integers, folded in batches by the reaper
         if buffered:
             self._feed(buffered)
 
@@ -248,6 +253,7 @@ class WebSocket(GeventWebSocketCompat):
         assert protocol is not None
         if data:
             self.last_recv = _monotonic()
+            _COUNTS.bytes_in += len(data)  # metrics
             protocol.receive_data(data)
         else:
             protocol.receive_eof()
@@ -257,10 +263,12 @@ class WebSocket(GeventWebSocketCompat):
             if self._event_pos == len(queue):
                 queue = self._events = []
                 self._event_pos = 0
+            queued = len(queue)
             for event in events:
                 cls = event.__class__
                 if cls is str or cls is bytes:
                     queue.append(event)  # type: ignore[arg-type]
+            _COUNTS.messages_in += len(queue) - queued  # metrics: messages, not control frames
         out = protocol.data_to_send()
         if out:
             self._queue(out)
@@ -319,11 +327,18 @@ class WebSocket(GeventWebSocketCompat):
     def run_callbacks(self) -> None:
         """Deliver queued messages to ``on_message`` (called by a worker greenlet)."""
         on_message = self._on_message
+        slice_end = _monotonic() + FAIR_SLICE
         try:
             while on_message is not None and self._event_pos < len(self._events):
                 message = self._events[self._event_pos]
                 self._event_pos += 1
                 self._call(on_message, message)
+                if self._event_pos < len(self._events) and _monotonic() >= slice_end:
+                    # A handler that never blocks (a broadcast writes without blocking) would
+                    # hold the hub for the whole backlog: signals, heartbeats and every other
+                    # connection waited seconds behind one busy publisher (tests/reliability).
+                    gevent.sleep(0)
+                    slice_end = _monotonic() + FAIR_SLICE
         finally:
             self._worker = None
         watcher = self._watcher
@@ -387,6 +402,7 @@ class WebSocket(GeventWebSocketCompat):
             protocol.send_binary(message.encode() if isinstance(message, str) else message)
         else:
             protocol.send_text(message if isinstance(message, (str, bytes)) else bytes(message))
+        _COUNTS.messages_out += 1  # metrics
         self._queue(protocol.data_to_send())
 
     def send_frame_bytes(self, frame: bytes) -> None:
@@ -397,6 +413,7 @@ class WebSocket(GeventWebSocketCompat):
         protocol = self._ensure_open()
         if protocol.state is not State.OPEN or self._transport_closed:
             raise self._closed_exception()
+        _COUNTS.messages_out += 1  # metrics
         self._queue(frame)
 
     def ping(self, data: bytes = b"") -> None:
@@ -447,6 +464,7 @@ class WebSocket(GeventWebSocketCompat):
             except OSError:
                 self._abort()
                 return
+        _COUNTS.bytes_out += sent  # metrics: what the kernel took (the writer counts the rest)
         if sent < len(data):
             rest = data[sent:]
             self._out = [rest]
@@ -468,12 +486,14 @@ class WebSocket(GeventWebSocketCompat):
                 except OSError:
                     self._abort()
                     return
+                _COUNTS.bytes_out += len(data)  # metrics
         finally:
             self._writer = None
         if self._close_after_flush:
             self._shutdown_socket()
 
     def _slow_consumer(self) -> None:
+        _COUNTS.slow_consumers += 1  # metrics
         logger.warning(
             "dropping slow consumer %s: more than %d bytes waiting to be sent",
             self.environ.get("REMOTE_ADDR", "?"),
@@ -569,6 +589,11 @@ class WebSocket(GeventWebSocketCompat):
         protocol = self._protocol
         if protocol is not None and protocol.state is not State.CLOSED:
             protocol.receive_eof()
+        if protocol is not None:  # metrics: close codes (received 1006: no Close frame)
+            sent, rcvd = protocol.close_sent, protocol.close_rcvd
+            metrics.connection_closed(
+                None if sent is None else sent.code, None if rcvd is None else rcvd.code
+            )
         self._reaper.discard(self)
         watcher = self._watcher
         if watcher is not None:
@@ -636,13 +661,14 @@ def broadcast(websockets: Iterable[WebSocket], message: Message) -> int:
         serialize_header(Opcode.TEXT if isinstance(message, str) else Opcode.BINARY, len(payload))
         + payload
     )
-    count = 0
+    count = written = resent = 0
     for ws in websockets:
         protocol = ws._protocol
         if protocol is None or protocol.state is not State.OPEN or ws._transport_closed:
             continue
         if protocol.deflate is not None or protocol._send_frag_opcode:
             ws.send(message)
+            resent += 1  # counted by send() in the metrics
         elif ws._out or ws._writer is not None or ws._raw_send is None:
             ws._queue(frame)
         else:
@@ -654,9 +680,14 @@ def broadcast(websockets: Iterable[WebSocket], message: Message) -> int:
             except OSError:
                 ws._abort()
                 continue
+            written += sent
             if sent < len(frame):
                 ws._queue(frame[sent:])
         count += 1
+    # metrics: the receivers of the shared frame; bytes the kernel took now (flushes count
+    # the rest)
+    _COUNTS.messages_out += count - resent
+    _COUNTS.bytes_out += written
     return count
 
 

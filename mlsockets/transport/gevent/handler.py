@@ -20,6 +20,7 @@ from typing import Any
 import gevent
 from gevent import pywsgi
 
+from mlsockets import metrics
 from mlsockets.auth import (
     ANONYMOUS,
     SCHEDULER_ENVIRON_KEY,
@@ -29,6 +30,7 @@ from mlsockets.auth import (
     RawWebSocket,
 )
 from mlsockets.exceptions import ConnectionClosed, InvalidState
+from mlsockets.metrics.redact import redact_query
 from mlsockets.protocol import handshake
 from mlsockets.protocol.connection import Protocol, Side
 from mlsockets.protocol.frames import CloseCode
@@ -154,6 +156,12 @@ class WebSocketHandlerMixin:
     def MessageClass(self, fp: Any, *args: Any) -> RequestHead:  # noqa: N802 - pywsgi's name
         return RequestHead(fp)
 
+    def format_request(self) -> str:
+        # The access log line, without credentials: browsers can send a WebSocket token only
+        # in the URL (?token=...), and access logs are kept and shipped.
+        line: str = super().format_request()  # type: ignore[misc]
+        return redact_query(line)
+
     def _ws_options(self) -> ServerOptions:
         options: ServerOptions = getattr(self.server, "ws_options", _DEFAULT_OPTIONS)
         return options
@@ -168,14 +176,34 @@ class WebSocketHandlerMixin:
         # The request head must arrive within handshake_timeout (slowloris defence).
         self._ws_reaper().arm(self.socket, self._ws_options().handshake_timeout)
         try:
-            return super().handle_one_request()  # type: ignore[misc]
+            result = super().handle_one_request()  # type: ignore[misc]
         finally:
             self._ws_reaper().disarm(self.socket)
+        if isinstance(result, tuple) and getattr(self.socket, "closed", False):
+            # An error answer (400...) for a head the deadline cut: the reaper closed the
+            # socket, and writing to it would only raise BrokenPipeError in pywsgi.
+            return None
+        return result
 
     def read_request(self, raw_requestline: str) -> Any:
+        if not raw_requestline.endswith("\n"):
+            # EOF mid-line: the peer left, or the head deadline shut the socket. Nobody is
+            # left to answer, and pywsgi's version check raises IndexError on "HTTP/1.".
+            raise ConnectionAbortedError("request line cut short")
         result = super().read_request(raw_requestline)  # type: ignore[misc]
         self._ws_reaper().disarm(self.socket)
         return result
+
+    def _handle_client_error(self, ex: Exception) -> Any:
+        """pywsgi's hook for a request head it could not read. A socket error means the peer
+        left, and a closed socket means the head deadline cut it (the reaper logged it):
+        answer nothing. pywsgi would log, print a traceback and write a 400 to the dead socket,
+        which raises again: a traceback pair per slowloris connection (tests/reliability)."""
+        if isinstance(ex, OSError) or getattr(self.socket, "closed", False):
+            logger.debug("request head not read: %s", ex)
+            self.close_connection = True
+            return None
+        return super()._handle_client_error(ex)  # type: ignore[misc]
 
     def run_application(self) -> None:
         environ = self.environ
@@ -211,9 +239,11 @@ class WebSocketHandlerMixin:
             self.result = self.application(environ, self.start_response)
             if not upgrade.accepted:
                 self.process_result()  # the app's own answer: 401, 403, 200...
+                metrics.handshake(abs(self.code or 500))  # metrics: handshakes by status
                 return
         except BaseException:
             if not self._ws_started:
+                metrics.handshake(500)  # metrics: pywsgi answers 500
                 raise  # no 101 sent (not accepted, or accepted with a handler): pywsgi answers 500
             logger.exception("WebSocket application failed")
             ws.fail(CloseCode.INTERNAL_ERROR, "internal error")
@@ -252,6 +282,7 @@ class WebSocketHandlerMixin:
         self._ws_finish(ws)
 
     def _ws_reject(self, rejection: handshake.Rejection) -> None:
+        metrics.handshake(rejection.status)  # metrics: handshakes by status
         body = (rejection.reason + "\n").encode()
         headers = [
             ("Content-Type", "text/plain; charset=utf-8"),
@@ -299,6 +330,7 @@ class WebSocketHandlerMixin:
             return
         self._ws_started = True
         self.socket.sendall(handshake.serialize_response(101, self._ws_headers))
+        metrics.handshake(101)  # metrics: handshakes by status
         self.status = b"101 Switching Protocols"
         self.code = 101
         self.response_headers = []

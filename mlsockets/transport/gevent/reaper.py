@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 
+from mlsockets import metrics
+
 if TYPE_CHECKING:
     from mlsockets.transport.gevent.connection import WebSocket
 
@@ -66,6 +68,10 @@ class Reaper:
                 self.run_once(time.monotonic())
             except Exception:  # a bug here must not stop every heartbeat in the process
                 logger.exception("reaper tick failed")
+            try:
+                metrics.fold()  # metrics: the per-message counts, in one batch a second
+            except Exception:
+                logger.exception("folding the metrics failed")
 
     def run_once(self, now: float) -> None:
         """One pass over every deadline and heartbeat (public for tests)."""

@@ -171,6 +171,12 @@ class Server:
         """Bound addresses (``(host, port)`` or a Unix path), in listener order."""
         return [s.socket.getsockname() for s in self.servers]
 
+    @property
+    def metrics_address(self) -> Any:
+        """The bound address of the metrics listener (``metrics_bind``), or None."""
+        server = self.metrics_server
+        return None if server is None else server.socket.getsockname()
+
     @staticmethod
     def _describe(listener: socket.socket) -> str:
         name = listener.getsockname()
