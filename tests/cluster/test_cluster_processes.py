@@ -357,3 +357,27 @@ def test_redis_unreachable_at_start_is_retried_by_default(
         assert "cannot reach Redis" in Processes.stderr(node)  # said loudly, once
     finally:
         late.kill()
+
+
+def test_a_node_stopped_with_sigterm_leaves_the_cluster_at_once(
+    processes: Processes, clients: list[Client], redis_server: RedisServer, prefix: str
+) -> None:
+    """``mlsockets serve`` closes its connections, returns, and the hub closes at exit
+    (Hub.close_at_exit): the node deregisters itself instead of waiting for a purge."""
+    env = cluster_env(redis_server.url, prefix, CLUSTER_TTL="60")  # a purge would take 60 s
+    gunicorn, gport = start_gunicorn(processes, env, workers=1)
+    node, nport = start_node(processes, env)
+    room = "presence-room.1"
+    alice = connect(clients, gport, "alice", room)
+    bob = connect(clients, nport, "bob")
+    bob.subscribe(room)
+    read_until(alice, named("mls.joined"))
+
+    node.send_signal(signal.SIGTERM)
+    assert node.wait(30) == 0, Processes.stderr(node)
+    left = read_until(alice, named("mls.left"))[-1]
+    assert left.data["member"]["user_id"] == "bob"
+    assert "deregistered" in Processes.stderr(node)
+    online = http_json(gport, "GET", f"/online?channel={room}")[1]
+    assert (online["members"], len(online["nodes"])) == (["alice"], 1)
+    no_tracebacks(gunicorn, node)
