@@ -5,7 +5,9 @@ It does no I/O. An adapter (the gevent transport) calls, per connection:
 1. :meth:`Hub.connect` once the WebSocket is open (False: the connection was refused and the
    adapter closes it with the code in :attr:`Refusal`);
 2. :meth:`Hub.receive` for every message;
-3. :meth:`Hub.disconnect` once it closed.
+3. :meth:`Hub.disconnect` once it closed;
+
+and :meth:`Hub.close` once, at shutdown, after its connections closed.
 
 Everything the hub sends goes through ``Connection.send`` (non-blocking, a complete encoded
 message). An envelope for many receivers is encoded once per formatter, and the same
