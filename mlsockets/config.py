@@ -305,7 +305,6 @@ class SettingsSchema(Schema):
             "origins allowed besides the same origin (Flask extension)",
             "a list of scheme://host[:port], scheme://*.domain[:port] or *",
             reload=True,
-            flag="--allowed-origin",
         ),
     )
     require_origin = fields.Boolean(
@@ -413,14 +412,19 @@ class SettingsSchema(Schema):
     publish_key = _text(
         load_default=None,
         allow_none=True,
+        validate_more=validate.Length(min=16),
         metadata=_meta(
-            "shared key of the HTTP publish API (Authorization: Bearer)", "a non-empty string"
+            "shared key of the HTTP publish API (Authorization: Bearer)",
+            "a string of at least 16 characters",
         ),
     )
     publish_secret = _text(
         load_default=None,
         allow_none=True,
-        metadata=_meta("HMAC-SHA256 secret of the HTTP publish API", "a non-empty string"),
+        validate_more=validate.Length(min=16),
+        metadata=_meta(
+            "HMAC-SHA256 secret of the HTTP publish API", "a string of at least 16 characters"
+        ),
     )
     publish_window = _Float(
         load_default=300.0,

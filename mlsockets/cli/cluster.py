@@ -209,7 +209,15 @@ def _emit_http(
 
     key = args.key or settings.publish_key
     secret = args.secret or settings.publish_secret
-    client = PublishClient(args.url, key=key, secret=secret, timeout=args.timeout)
+    if not key and not secret:
+        raise ConfigurationError(
+            "the publish API needs a key or a secret: --key / --secret, or the publish_key / "
+            "publish_secret setting (MLSOCKETS_PUBLISH_KEY / MLSOCKETS_PUBLISH_SECRET)"
+        )
+    try:
+        client = PublishClient(args.url, key=key, secret=secret, timeout=args.timeout)
+    except ValueError as exc:
+        raise ConfigurationError(f"--url {args.url}: {exc}") from None
     try:
         reply = client.publish(
             args.event,

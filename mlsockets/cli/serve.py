@@ -69,13 +69,6 @@ def add_parser(sub: Any) -> None:
     )
     serve.add_argument("--shutdown-grace", type=_non_negative, help="seconds on SIGTERM (10)")
     serve.add_argument(
-        "--allowed-origin",
-        action="append",
-        dest="allowed_origins",
-        metavar="ORIGIN",
-        help="an origin allowed to connect (repeat for several)",
-    )
-    serve.add_argument(
         "--access-log", action="store_true", default=None, help="log one line per request"
     )
     serve.add_argument("--log-level", choices=config.LOG_LEVELS, help="(info)")
@@ -98,7 +91,6 @@ _SAME_NAME = (
     "handshake_timeout",
     "close_timeout",
     "shutdown_grace",
-    "allowed_origins",
     "access_log",
     "log_level",
     "redis_url",
@@ -133,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
     from mlsockets.transport.gevent.server import Server
 
     _check_origins(settings)
+    if args.config:
+        # The app reads the same file: the Flask extension takes its defaults from it.
+        os.environ[config.CONFIG_ENV] = os.path.abspath(args.config)
     app = load_app(args.app)
     pid_file = settings.pid_file
     if pid_file:
@@ -149,16 +144,18 @@ def run(args: argparse.Namespace) -> int:
         access_log=logging.getLogger("mlsockets.access") if settings.access_log else None,
         **extra,
     )
-    try:
-        server.start()
+    server.start()  # ConfigurationError: a listener cannot be opened (exit 2)
+
+    def ready() -> None:
         if pid_file:
             with open(pid_file, "w") as f:
                 f.write(f"{os.getpid()}\n")
         for address in server.addresses:
             where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
             print(f"mlsockets {__version__} serving {args.app} on {where}", flush=True)
-        reloader = _Reloader(args, overrides, settings, server)
-        server.serve_forever(on_reload=reloader)
+
+    try:
+        server.serve_forever(on_reload=_Reloader(args, overrides, settings, server), on_ready=ready)
     finally:
         if pid_file:
             _release_pid_file(pid_file)

@@ -128,6 +128,7 @@ class TestErrors:
             ({"WS_PORT": "http"}, "environment variables WS_HOST/WS_PORT"),
             ({"MLSOCKETS_BROADCAST": "redis"}, "broadcast = 'redis' (from environment"),
             ({"MLSOCKETS_KEYFILE": "k.pem"}, "keyfile is set (from environment"),
+            ({"MLSOCKETS_PUBLISH_SECRET": "short"}, "at least 16 characters"),
         ],
     )
     def test_bad_environment_values(self, env: dict[str, str], expected: str) -> None:
@@ -175,8 +176,9 @@ class TestErrors:
 class TestValues:
     def test_changes_and_public(self) -> None:
         old = config.load(environ={})
-        new = config.load(environ={"MLSOCKETS_PUBLISH_KEY": "k", "MLSOCKETS_PING_INTERVAL": "3"})
-        assert old.changes(new) == {"publish_key": (None, "k"), "ping_interval": (20.0, 3.0)}
+        key = "k" * 16
+        new = config.load(environ={"MLSOCKETS_PUBLISH_KEY": key, "MLSOCKETS_PING_INTERVAL": "3"})
+        assert old.changes(new) == {"publish_key": (None, key), "ping_interval": (20.0, 3.0)}
         assert new.public()["publish_key"] == "***"
         url = config.load(environ={"MLSOCKETS_REDIS_URL": "redis://u:pw@h:1/0"}).public()
         assert url["redis_url"] == "redis://***@h:1/0"

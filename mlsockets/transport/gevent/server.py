@@ -185,12 +185,18 @@ class Server:
         return f"{name[0]}:{name[1]}"
 
     def serve_forever(
-        self, *, install_signals: bool = True, on_reload: Callable[[], None] | None = None
+        self,
+        *,
+        install_signals: bool = True,
+        on_reload: Callable[[], None] | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         """Start (if needed) and block until SIGTERM / SIGINT or :meth:`stop`.
 
         ``on_reload`` runs in a new greenlet on each SIGHUP (with ``install_signals``): it
         re-reads the configuration and calls :meth:`reconfigure`; connections stay open.
+        ``on_ready`` runs once the listeners are open and the signal handlers installed: a
+        signal sent after it (e.g. by a supervisor that saw the "serving" line) is handled.
         """
         if not self.servers:
             self.start()
@@ -201,6 +207,8 @@ class Server:
             if on_reload is not None:
                 handlers.append(gevent.signal_handler(signal.SIGHUP, gevent.spawn, on_reload))
         try:
+            if on_ready is not None:
+                on_ready()
             self._stopped.wait()
         finally:
             for h in handlers:
