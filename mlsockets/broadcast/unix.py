@@ -278,10 +278,12 @@ class _Peer:
                 return
             except OSError as exc:
                 self._reset()
+                if self.closed:  # close() broke the connection: shutting down, not a drop
+                    return
                 if is_refused(exc):  # nobody listens there any more: the process is gone
                     self.owner._peer_gone(self, dead=True)
                     return
-                if attempt == 2 or self.closed:
+                if attempt == 2:
                     self.owner._dropped(self, f"connection failed: {exc}")
                     return
 
@@ -439,6 +441,11 @@ class UnixBroadcaster:
             self._thread.start()
         atexit.register(self._at_exit)
         logger.info("node %s listening on %s", self.node_id, final)
+        if threading.get_ident.__module__ == "_thread":  # gevent replaces it when patching
+            logger.warning(
+                "the Unix-socket broadcaster's readers are OS threads (this process is not "
+                "gevent-patched) and deliver into the hub from there"
+            )
 
     def _at_exit(self) -> None:
         if self._pid == os.getpid():
