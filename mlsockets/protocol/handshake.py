@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # section 1.3
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 Headers = Sequence[tuple[str, str]]
 
@@ -140,9 +143,14 @@ def validate_request(
         raw = b""
     if len(raw) != 16:
         return Rejection(400, "Sec-WebSocket-Key must be 16 bytes, base64-encoded")
+    subprotocols = _list(headers.get("sec-websocket-protocol"))
+    # Section 4.1: each subprotocol is a token (RFC 2616 section 2.2). The chosen one is echoed
+    # in the 101 response: a CR or a control character must never get that far.
+    if not all(map(_TOKEN.fullmatch, subprotocols)):
+        return Rejection(400, "Sec-WebSocket-Protocol must be a list of tokens")
     return ClientRequest(
         key=key,
-        subprotocols=_list(headers.get("sec-websocket-protocol")),
+        subprotocols=subprotocols,
         extensions=headers.get("sec-websocket-extensions"),
         origin=headers.get("origin"),
     )

@@ -153,6 +153,28 @@ class TestSection4_2_1ValidateRequest:
         result = validate_request("GET", "HTTP/1.1", request_headers(sec_websocket_key=key))
         assert result == Rejection(400, "Sec-WebSocket-Key must be 16 bytes, base64-encoded")
 
+    @pytest.mark.parametrize(
+        "protocols",
+        [
+            "chat\r\x00Origin: evil",  # found by fuzzing: accept() echoed the bare CR in the 101
+            "chat, super chat",
+            "chat/1",
+            "chat\x7f",
+            "\u00e9chat",
+            'chat, "quoted"',
+        ],
+    )
+    def test_subprotocols_must_be_tokens(self, protocols: str) -> None:
+        headers = request_headers(sec_websocket_protocol=protocols)
+        result = validate_request("GET", "HTTP/1.1", headers)
+        assert result == Rejection(400, "Sec-WebSocket-Protocol must be a list of tokens")
+
+    def test_every_token_character_is_allowed_in_a_subprotocol(self) -> None:
+        token = "!#$%&'*+-.^_`|~09AZaz"
+        headers = request_headers(sec_websocket_protocol=f"{token}, v2.chat")
+        result = validate_request("GET", "HTTP/1.1", headers)
+        assert isinstance(result, ClientRequest) and result.subprotocols == (token, "v2.chat")
+
 
 class TestSection4_2_2Accept:
     def request(self, **headers: str | None) -> ClientRequest:
