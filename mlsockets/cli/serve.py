@@ -132,9 +132,6 @@ def run(args: argparse.Namespace) -> int:
     pid_file = settings.pid_file
     if pid_file:
         _claim_pid_file(pid_file)
-    extra: dict[str, Any] = {}
-    if settings.metrics_bind:
-        extra["metrics_bind"] = settings.metrics_bind
     server = Server(
         app,
         list(settings.bind),
@@ -142,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         certfile=settings.certfile,
         keyfile=settings.keyfile,
         access_log=logging.getLogger("mlsockets.access") if settings.access_log else None,
-        **extra,
+        metrics_bind=settings.metrics_bind,
     )
     server.start()  # ConfigurationError: a listener cannot be opened (exit 2)
 

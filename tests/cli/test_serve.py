@@ -3,12 +3,22 @@ flags, and start-up errors that name the setting and its source (exit status 2).
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import sys
 from pathlib import Path
 
-from cli_support import Processes, clean_env, mlsockets, run, serving_address, stderr
+from cli_support import (
+    Processes,
+    clean_env,
+    free_port,
+    mlsockets,
+    run,
+    serving_address,
+    stderr,
+    wait_for,
+)
 from websockets.sync.client import connect
 
 
@@ -76,3 +86,33 @@ def test_python_dash_m_and_the_entry_point_agree() -> None:
     for command in ("serve", "status", "emit", "check", "install"):
         assert command in result.stdout
     assert "Exit status: 0 done, 1 unreachable" in result.stdout
+
+
+def test_metrics_bind_serves_prometheus_metrics(processes: Processes, tmp_path: Path) -> None:
+    port = free_port()
+    cfg = tmp_path / "mlsockets.toml"
+    cfg.write_text(f'metrics_bind = "127.0.0.1:{port}"\n')
+    proc = processes.start(
+        sys.executable, "-m", "mlsockets", "serve", "examples.echo:app",
+        "--config", str(cfg), "--bind", "127.0.0.1:0",
+    )  # fmt: skip
+    address = serving_address(proc)
+    with connect(f"ws://{address}/ws", open_timeout=20, proxy=None) as ws:
+        ws.send("counted")
+        assert ws.recv(timeout=20) == "counted"
+
+        def scrape() -> str | None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                conn.request("GET", "/metrics")
+                response = conn.getresponse()
+                body = response.read().decode()
+                return body if response.status == 200 and "mlsockets_" in body else None
+            except OSError:
+                return None
+            finally:
+                conn.close()
+
+        assert "mlsockets_" in wait_for(scrape, 30, "the metrics listener")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
