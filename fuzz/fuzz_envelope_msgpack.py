@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz target `envelope_msgpack`: input layout and invariants in harnesses/envelope_msgpack.py.
 
 Run: `fuzz/run.py envelope_msgpack [seconds]`, or this script with libFuzzer flags and corpus dirs.

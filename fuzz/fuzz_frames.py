@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz target `frames`: input layout and invariants in harnesses/frames.py.
 
 Run: `fuzz/run.py frames [seconds]`, or this script with libFuzzer flags and corpus dirs.

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz target `headers`: input layout and invariants in harnesses/headers.py.
 
 Run: `fuzz/run.py headers [seconds]`, or this script with libFuzzer flags and corpus dirs.

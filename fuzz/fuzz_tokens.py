@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz target `tokens`: input layout and invariants in harnesses/tokens.py.
 
 Run: `fuzz/run.py tokens [seconds]`, or this script with libFuzzer flags and corpus dirs.

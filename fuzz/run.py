@@ -18,6 +18,7 @@ printing the reproducer paths.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,9 @@ MAX_LEN = {
     "relay": 4096,
     "tokens": 8192,
 }
+#: libFuzzer re-executes a target (``-merge=1``) by its path: the scripts start with
+#: ``#!/usr/bin/env python3``, so this interpreter's directory goes first on PATH.
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 RSS_LIMIT_MB = 1024  # python with atheris starts near 100 MB; a leak or a bomb gets far past
 TIMEOUT_S = 10  # per input; the largest inputs take milliseconds
 #: libFuzzer dictionaries (fuzz/dicts/): tokens the C parsers (json, zlib) give no feedback on.
@@ -86,7 +90,7 @@ def merge(target: str, out: Path, log: Path) -> int:
         str(out / target / "new"),
     ]
     with log.open("a") as stream:
-        return subprocess.run(cmd, stdout=stream, stderr=subprocess.STDOUT).returncode
+        return subprocess.run(cmd, stdout=stream, stderr=subprocess.STDOUT, env=ENV).returncode
 
 
 def run(target: str, seconds: float, out: Path, *, do_merge: bool = False) -> bool:
@@ -96,7 +100,7 @@ def run(target: str, seconds: float, out: Path, *, do_merge: bool = False) -> bo
     print(f"fuzzing {target} for {seconds:g} s; log: {log}", flush=True)
     with log.open("w") as stream:
         rc = subprocess.run(
-            command(target, seconds, out), stdout=stream, stderr=subprocess.STDOUT
+            command(target, seconds, out), stdout=stream, stderr=subprocess.STDOUT, env=ENV
         ).returncode
     found = sorted(
         p for p in (out / target).iterdir() if p.name.startswith(("crash-", "oom-", "timeout-"))

@@ -69,6 +69,7 @@ def _frames_seeds() -> dict[str, bytes]:
     add("bomb", bomb, limit_index=2, window_bits=None)
     add("context", context, window_bits=8, server_no_context_takeover=True)
     add("context-noctx", context, client_no_context_takeover=True, window_bits=12)
+    add("server-closes", chat, splits=bytes((60,)), server_closes=True)
     seeds["close-empty"] = frames.seed(b"\x88\x80\x00\x00\x00\x00", deflate=False)
     seeds["close-1002"] = frames.seed(b"\x88\x82\x00\x00\x00\x00" + serialize_close(1002))
     return seeds

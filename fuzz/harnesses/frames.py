@@ -7,6 +7,8 @@ Input layout (``seed()`` builds it):
   bit 4 ``server_no_context_takeover``, bits 5-6 the message size limit (:data:`LIMITS`),
   bit 7 set: no extension negotiated;
 - byte 1: ``k = byte & 7`` split points follow, each a byte scaled to the wire's length;
+  bit 3 set: the server starts the closing handshake (1001) after the first chunk, so the
+  rest arrives while it is CLOSING;
 - the rest: the bytes a client sends, fed to ``receive_data`` in the chunks the splits make.
 
 Invariants: ``receive_data`` raises nothing (peer errors fail the connection); a message
@@ -44,12 +46,13 @@ def seed(
     limit_index: int = 1,
     deflate: bool = True,
     splits: bytes = b"",
+    server_closes: bool = False,
 ) -> bytes:
     """An input in the layout above (for the seed corpus and tests)."""
     cfg = 7 if window_bits is None else window_bits - 8
     cfg |= client_no_context_takeover << 3 | server_no_context_takeover << 4
     cfg |= limit_index << 5 | (not deflate) << 7
-    return bytes((cfg, len(splits))) + splits + wire
+    return bytes((cfg, len(splits) | server_closes << 3)) + splits + wire
 
 
 def _client_config(cfg: int) -> DeflateConfig:
@@ -119,9 +122,14 @@ def test_one_input(data: bytes) -> None:
     server_codec, client_codec = _negotiate(cfg)
     server = Protocol(Side.SERVER, max_message_size=limit, deflate=server_codec)
     client = Protocol(Side.CLIENT, max_message_size=None, deflate=client_codec, mask_source=bytes)
+    server_closes = bool(data[1] & 8)
     for chunk in _chunks(data):
         server.receive_data(chunk)
         _check(server, limit, server.events_received())
+        if server_closes:
+            server_closes = False
+            server.send_close(1001, "going away")
+            assert server.state is not State.OPEN
         client.receive_data(server.data_to_send())
         assert client.failure is None, f"the server sent bad frames: {client.failure}"
     if server.state is State.OPEN and not server.close_expected():
