@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: demo test lint typecheck imports system-deps pytest compliance bench fuzz clean
+.PHONY: demo demo-cluster test lint typecheck imports system-deps pytest compliance bench fuzz soak clean
 
 $(STAMP): pyproject.toml setup.py setup.cfg
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml setup.py setup.cfg
 # One process, no Redis. MLSOCKETS_BIND is the serve command's default --bind.
 demo: $(STAMP)
 	MLSOCKETS_BIND=127.0.0.1:$(PORT) $(BIN)/mlsockets serve "examples.chat:create_app()"
+
+# The chat example as a cluster: gunicorn with two mlsockets workers on $(PORT), a standalone
+# node on $(PORT)+1, and a redis-server of its own on a free port. Ctrl-C stops everything.
+demo-cluster: $(STAMP)
+	PORT=$(PORT) PYTHON=$(BIN)/python bash deploy/local-cluster.sh --demo
 
 test: lint typecheck imports system-deps pytest
 
@@ -56,6 +61,13 @@ bench: $(STAMP)
 FUZZ_SECONDS ?= 60
 fuzz: $(STAMP)
 	$(BIN)/python fuzz/run.py all $(FUZZ_SECONDS) $(FUZZ_ARGS)
+
+# Reliability at full scale (docs/reliability.md): slow consumers among 1,000 readers, abuse,
+# SIGTERM with 5,000 clients and HUP, then 10,000 connections for SOAK_MINUTES. Results and
+# logs in benchmarks/results/soak/; SOAK_ARGS="--only slow,abuse" picks scenarios.
+SOAK_MINUTES ?= 10
+soak: $(STAMP)
+	SOAK_MINUTES=$(SOAK_MINUTES) $(BIN)/python -m benchmarks.soak.run $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage
