@@ -99,6 +99,20 @@ class TestRFC6455Section9_1ExtensionHeader:
             parse_extensions(header)
         assert info.value.status == 400
 
+    @pytest.mark.parametrize(
+        "header",
+        [
+            "permessage-deflate; a" + " " * 131072 + "x",  # found by review of the fuzz target
+            "permessage-deflate; a =" + " " * 131072 + "@",
+        ],
+    )
+    def test_whitespace_runs_fail_in_linear_time(self, header: str) -> None:
+        # A parameter followed by a long run of whitespace and junk backtracked quadratically
+        # (a 64 KiB header line cost over a minute of CPU); at 128 KiB the old pattern would
+        # outlast the test timeout by minutes.
+        with pytest.raises(InvalidHandshake):
+            parse_extensions(header)
+
     def test_separators_inside_quotes_do_not_split(self) -> None:
         assert _split_outside_quotes('a="x,y", b', ",") == ['a="x,y"', " b"]
         assert _split_outside_quotes('a="x\\";y"; b', ";") == ['a="x\\";y"', " b"]
