@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,26 @@ def command(target: str, seconds: float, out: Path) -> list[str]:
     ]
 
 
+def summary(target: str, log: Path) -> str:
+    """One line from a run's log: executions, speed, coverage and corpus at the end."""
+    text = log.read_text(errors="replace")
+    done = re.findall(r"#(\d+)\s+DONE\s+cov: (\d+) ft: (\d+) corp: (\d+)/(\S+)", text)
+    rate = re.findall(r"average_exec_per_sec:\s+(\d+)", text)
+    rss = re.findall(r"peak_rss_mb:\s+(\d+)", text)
+    if not done:
+        return f"{target}: no DONE line in {log}"
+    runs, cov, ft, files, size = done[-1]
+    # The plateau: the execution at which cov and ft first reached their final values.
+    cov_at = re.search(rf"#(\d+)\s+\w+\s+cov: {cov} ", text)
+    ft_at = re.search(rf"#(\d+)\s+\w+\s+cov: \d+ ft: {ft} ", text)
+    return (
+        f"{target}: {runs} executions ({rate[-1] if rate else '?'}/s), cov {cov} ft {ft}, "
+        f"corpus {files} inputs / {size}, peak RSS {rss[-1] if rss else '?'} MB; "
+        f"last new cov at #{cov_at.group(1) if cov_at else '?'}, "
+        f"last new ft at #{ft_at.group(1) if ft_at else '?'}"
+    )
+
+
 def merge(target: str, out: Path, log: Path) -> int:
     """Copy the new inputs that add coverage into ``fuzz/corpus/<target>/``."""
     corpus = FUZZ / "corpus" / target
@@ -111,6 +132,7 @@ def run(target: str, seconds: float, out: Path, *, do_merge: bool = False) -> bo
         tail = log.read_text(errors="replace").splitlines()[-30:]
         print(f"{target}: libFuzzer exited with {rc}:", *tail, sep="\n", flush=True)
         return False
+    print(summary(target, log), flush=True)
     if do_merge:
         merge(target, out, log)
     return True
