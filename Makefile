@@ -21,7 +21,7 @@ demo: $(STAMP)
 # The chat example as a cluster: gunicorn with two mlsockets workers on $(PORT), a standalone
 # node on $(PORT)+1, and a redis-server of its own on a free port. Ctrl-C stops everything.
 demo-cluster: $(STAMP)
-	PORT=$(PORT) PYTHON=$(BIN)/python bash deploy/local-cluster.sh --demo
+	PORT=$(PORT) PYTHON=$(CURDIR)/$(BIN)/python bash deploy/local-cluster.sh --demo
 
 test: lint typecheck imports system-deps pytest
 

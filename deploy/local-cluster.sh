@@ -119,13 +119,16 @@ The chat example as a cluster, sharing rooms and presence through Redis:
   redis   $REDIS_URL  (its own redis-server; logs in $WORK)
 Log in as alice on one node and as bob on the other (password: wonderland).
   MLSOCKETS_REDIS_URL=$REDIS_URL .venv/bin/mlsockets status
-Ctrl-C stops everything.
+Nodes appear in the status once a page connected to them. Ctrl-C stops everything.
 EOF
+    # Ctrl-C reaches every process of the group; the trap then stops what is left.
+    trap 'echo "local-cluster: stopped"; exit 0' INT
     while true; do
         for pid in "${PIDS[@]}"; do
             kill -0 "$pid" 2>/dev/null || { echo "local-cluster: a process exited; see $WORK" >&2; exit 1; }
         done
-        sleep 1
+        sleep 1 &
+        wait $! || true  # a wait, unlike sleep, is interrupted by the signal: the trap runs now
     done
 fi
 
