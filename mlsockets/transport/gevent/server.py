@@ -216,11 +216,17 @@ class Server:
             self.shutdown()
 
     def reconfigure(self, options: ServerOptions) -> None:
-        """Use ``options`` for the connections accepted from now on (a configuration reload);
-        open connections keep the options they started with."""
+        """Use ``options`` for the connections accepted from now on (a configuration reload).
+
+        Open connections take the new heartbeat and close deadlines, which they read at each
+        use. Their message size limit and compression were agreed at the handshake, and
+        their queue limit stays, so that a reload never drops a client that is catching up.
+        """
         self.options = options
         for server in self.servers:
             server.ws_options = options
+        for ws in list(self.reaper.connections):
+            ws._options = options.replace(max_queue=ws._options.max_queue)
 
     def stop(self) -> None:
         """Ask :meth:`serve_forever` to shut down gracefully."""
