@@ -160,6 +160,11 @@ class HostDirectory:
     def lock_path(self, node: str) -> str:
         return str(self.path / f"{self.prefix}.{node}.lock")
 
+    def temporary_path(self, node: str, kind: str) -> str:
+        """Where a socket (``kind`` "s") or lock (``kind`` "l") file is made before it is
+        renamed into place; as long as the socket path (AF_UNIX binds it)."""
+        return str(self.path / f".{self.prefix}.{node}.{kind}tmp")
+
     @property
     def database(self) -> str:
         return str(self.path / f"{self.prefix}.registry.sqlite3")
@@ -203,7 +208,7 @@ class HostDirectory:
             raise ConfigurationError(f"invalid node id {node!r} (A-Z a-z 0-9 _ -)")
         self.check_socket_path(node)
         final = self.lock_path(node)
-        temporary = str(self.path / f".{self.prefix}.{node}.lock.tmp")
+        temporary = self.temporary_path(node, "l")
         fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -264,7 +269,19 @@ class HostDirectory:
         """Remove what every dead node left in the directory (a crash, a SIGKILL);
         returns how many nodes were dead."""
         nodes = set(self._nodes_with(".sock")) | set(self._nodes_with(".lock"))
-        return sum(self.reap(node) for node in sorted(nodes))
+        dead = sum(self.reap(node) for node in sorted(nodes))
+        # Temporary files live for microseconds while a process binds or claims; one that
+        # is a minute old belongs to a process that died right then.
+        old = time.time() - 60
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith(f".{self.prefix}.") and name.endswith(("stmp", "ltmp")):
+                    with contextlib.suppress(FileNotFoundError):
+                        if entry.stat(follow_symlinks=False).st_mtime < old:
+                            os.unlink(entry.path)
+                            logger.info("removed %s (left by a process that died)", entry.path)
+        return dead
 
     def __repr__(self) -> str:
         return f"<HostDirectory {self.path} prefix={self.prefix!r}>"

@@ -134,6 +134,10 @@ def start_gunicorn(
         env={"HOST_DIR": str(directory), "MLSOCKETS_CLOSE_TIMEOUT": "1", **env},
     )  # fmt: skip
     wait_for(lambda: _answers(proc, port), 60, "gunicorn")
+    # Every worker bound its socket (each creates its hub when it imports the app).
+    wait_for(
+        lambda: len(list(directory.glob("*.sock"))) == workers, 60, f"{workers} worker sockets"
+    )
     return proc, port
 
 

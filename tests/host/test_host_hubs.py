@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import socket
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -199,13 +201,16 @@ def test_a_stale_directory_after_a_crash_does_not_break_start_up(
     host = HostDirectory(directory)
     for node in ("crashed-1", "crashed-2"):
         dead_socket(host, node)
-    (directory / ".mls.crashed-3.sock.tmp").write_text("")  # died while binding
+    leftover = directory / ".mls.crashed-3.stmp"  # died while binding, long ago
+    leftover.write_text("")
+    os.utime(leftover, (time.time() - 3600, time.time() - 3600))
     Path(host.database).write_bytes(b"this is not a database" * 100)
     hub = make_hub()
     conn = connect(hub, "alice", ROOM)
     assert sorted(p.name for p in directory.glob("mls.*.sock")) == [
         f"mls.{hub.broadcaster.node_id}.sock"  # type: ignore[attr-defined]
     ]
+    assert not leftover.exists()
     assert hub.cluster.members(ROOM)[0].user_id == "alice"  # type: ignore[union-attr]
     assert len(conn.events("mls.presence")) == 1
 
@@ -343,13 +348,20 @@ def test_the_flask_extension_selects_the_unix_broadcaster(
         hub.emit("again")
     wait_for(conn.got("hello") and conn.got("again"))
     hub.broadcaster.close()
-    default = flask.Flask("other", instance_path=str(tmp_path / "inst2"))
+    short = Path(tempfile.mkdtemp(prefix="i", dir="/tmp"))  # AF_UNIX paths are short
+    default = flask.Flask("other", instance_path=str(short))
     default.config["MLSOCKETS_BROADCAST"] = "unix"
     MLSockets(default)
     with default.app_context():
         hub2 = MLSockets.hub(default.extensions["mlsockets"].extension, default)
-        assert hub2.broadcaster.directory.path == tmp_path / "inst2" / "mlsockets"  # type: ignore[attr-defined]
+        assert hub2.broadcaster.directory.path == short / "mlsockets"  # type: ignore[attr-defined]
         hub2.broadcaster.close()  # type: ignore[attr-defined]
+    shutil.rmtree(short)
+    deep = flask.Flask("deep", instance_path=str(tmp_path / ("d" * 90)))
+    deep.config["MLSOCKETS_BROADCAST"] = "unix"
+    MLSockets(deep)
+    with deep.app_context(), pytest.raises(ConfigurationError, match="AF_UNIX allows 107"):
+        MLSockets.hub(deep.extensions["mlsockets"].extension, deep)
     bad = flask.Flask("bad", instance_path=str(tmp_path / "inst3"))
     (tmp_path / "open2").mkdir(mode=0o777)
     os.chmod(tmp_path / "open2", 0o777)
