@@ -34,6 +34,10 @@ system-deps:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "warning: no chromium: browser tests will be skipped (they fail under CI=true)"
+	@{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null && command -v openssl >/dev/null || \
+		{ [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx openssl >/dev/null; } || \
+		echo "warning: no nginx or openssl: tests/deploy skips the nginx recipes (fails under CI=true)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
