@@ -263,12 +263,13 @@ class WebSocket(GeventWebSocketCompat):
             if self._event_pos == len(queue):
                 queue = self._events = []
                 self._event_pos = 0
-            queued = len(queue)
             for event in events:
                 cls = event.__class__
                 if cls is str or cls is bytes:
                     queue.append(event)  # type: ignore[arg-type]
-            _COUNTS.messages_in += len(queue) - queued  # metrics: messages, not control frames
+                else:
+                    _COUNTS.messages_in -= 1  # metrics: a control frame is no message (rare)
+            _COUNTS.messages_in += len(events)  # metrics
         out = protocol.data_to_send()
         if out:
             self._queue(out)
