@@ -22,7 +22,13 @@ from host_support import wait_for
 from mlsockets.auth import Principal
 from mlsockets.broadcast.base import BroadcastUnavailable, ConnectionTarget, User
 from mlsockets.broadcast.emitter import Emitter
-from mlsockets.broadcast.unix import MessageTooLarge, UnixBroadcaster, UnixPublisher
+from mlsockets.broadcast.unix import (
+    HEADER,
+    MessageTooLarge,
+    UnixBroadcaster,
+    UnixPublisher,
+    frame,
+)
 from mlsockets.channels.authorizers import ChannelAuthorizers
 from mlsockets.events import EventRouter
 from mlsockets.exceptions import ConfigurationError
@@ -368,3 +374,28 @@ def test_the_flask_extension_selects_the_unix_broadcaster(
     bad.config.update(MLSOCKETS_BROADCAST="unix", MLSOCKETS_BROADCAST_DIR=str(tmp_path / "open2"))
     with pytest.raises(ConfigurationError, match="chmod 700"):
         MLSockets(bad)
+
+
+def test_bad_input_on_a_socket_is_dropped_and_counted(make_hub: Make, caplog: Any) -> None:
+    hub = make_hub(max_message=1000)
+    conn = connect(hub, "alice")
+    broadcaster = hub.broadcaster
+    path = broadcaster.directory.socket_path(broadcaster.node_id)  # type: ignore[attr-defined]
+    bad = [
+        frame(b"not json"),
+        frame(b'{"v": 2, "origin": "newer-node"}'),  # a version this node does not read
+        HEADER.pack(5000) + b"x" * 10,  # over max_message: the connection is closed
+        HEADER.pack(50) + b"half",  # the publisher goes away inside the frame
+    ]
+    for data in bad:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(path)
+            sock.sendall(data)
+    stats = broadcaster.stats  # type: ignore[attr-defined]
+    wait_for(lambda: stats.invalid == 4, what="four bad inputs counted")
+    assert [e["event"] for e in conn.sent] == ["mls.welcome"]  # nothing delivered
+    text = caplog.text
+    assert "malformed relay message" in text and "newer-node" in text
+    assert "limit (max_message) is 1000" in text and "in the middle of a relay message" in text
+    hub.emit("still", None)  # and the broadcaster goes on
+    assert conn.events("still")
