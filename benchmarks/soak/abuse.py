@@ -3,8 +3,9 @@
 Each attack runs in a thread against the soak app (``mlsockets serve``) while the main thread
 probes: one echo connection opened before the attack sends a message every 0.2 s, and a new
 handshake is made every second; each must be answered within ``PROBE_TIMEOUT``. Around each
-attack the server's RSS is sampled every 0.1 s from /proc, and its fds and greenlets are read
-before and after (``Server.settle`` waits for them to come back).
+attack the server's RSS is sampled every 0.1 s from /proc, and its fds and greenlets (not
+counting the callback workers parked for reuse, a pool of at most 64) are read before and
+after (``Server.settle`` waits for them to come back).
 
 Attacks (``scale`` multiplies the counts):
 
@@ -244,6 +245,10 @@ def subscribe_storm(server: Server, scale: float) -> dict[str, Any]:
                 break
             if got[1] == wire.CLOSE:
                 result = f"close {wire.close_code(got[2])} {got[2][2:].decode()}"
+                try:
+                    client.send(wire.close_frame(wire.close_code(got[2])))  # the handshake
+                except OSError:
+                    pass
                 break
             envelope = json.loads(got[2])
             error = envelope.get("error")
@@ -349,6 +354,7 @@ def run(logdir: Path, *, scale: float = 1.0, only: list[str] | None = None) -> d
                 "rss_after_kb": after["rss_kb"],
                 "fds": [before["fds"], after["fds"]],
                 "greenlets": [before["greenlets"], after["greenlets"]],
+                "idle_workers_after": after["idle_workers"],
                 "websockets_open_after": after["websockets_open"],
                 "hub_channels_after": server.stats()["hub_channels"],
             }

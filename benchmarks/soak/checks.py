@@ -60,6 +60,7 @@ SERVER_CODES = {
     "ping_flood": "1008 slow consumer",
     "compression_bomb": "1009",
     "invalid_utf8": "1007",
+    "subscribe_storm": "1008",
 }
 
 
@@ -96,6 +97,8 @@ def abuse(results: dict[str, Any]) -> list[str]:
         fds, greenlets = r["fds"], r["greenlets"]
         if fds[1] > fds[0] + 3 or greenlets[1] > greenlets[0] + 3:
             bad.append(f"{name}: not back to baseline: fds {fds}, greenlets {greenlets}")
+        if r["idle_workers_after"] > 64:  # _Workers.max_idle
+            bad.append(f"{name}: {r['idle_workers_after']} idle workers kept")
         if r["websockets_open_after"] or r["hub_channels_after"]:
             bad.append(f"{name}: left {r['websockets_open_after']} WebSockets open, "
                        f"{r['hub_channels_after']} hub channels")  # fmt: skip

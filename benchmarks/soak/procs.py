@@ -280,7 +280,9 @@ class Server:
         stats = self.stats()
         return {
             "fds": self.fds(),
-            "greenlets": int(stats["greenlets"]),
+            # Parked callback workers are a bounded pool (see soak_app.stats): not counted.
+            "greenlets": int(stats["greenlets"]) - int(stats["idle_workers"]),
+            "idle_workers": int(stats["idle_workers"]),
             "rss_kb": self.rss_kb(),
             "websockets_open": int(stats["websockets_open"]),
         }
@@ -326,8 +328,10 @@ class Sampler:
                 sample: dict[str, float] = {"t": now - self.started, "rss_kb": rss}
                 sample["fds"] = self.server.fds()
                 try:
-                    sample["greenlets"] = self.server.stats()["greenlets"]
-                except (OSError, ValueError):
-                    sample["greenlets"] = -1
+                    stats = self.server.stats()
+                    sample["greenlets"] = stats["greenlets"]
+                    sample["idle_workers"] = stats["idle_workers"]
+                except (OSError, ValueError, KeyError):
+                    sample["greenlets"] = sample["idle_workers"] = -1
                 self.samples.append(sample)
             self._stop.wait(self.interval)

@@ -12,8 +12,9 @@ Paths:
   /ws          the hub behind ``SocketApp`` (envelope protocol), anyone admitted
   /ws-limited  the same hub behind a handshake rate limiter (``SOAK_HANDSHAKE_RATE`` per
                second, ``SOAK_HANDSHAKE_BURST`` at once, per address): 429 beyond it
-  /stats       JSON for samplers: greenlets alive (a ``gc`` walk), WebSockets open, close
-               codes seen so far, the peak of any connection's outbound queue, hub channels
+  /stats       JSON for samplers: greenlets alive (a ``gc`` walk) and how many of them are
+               idle callback workers kept for reuse, WebSockets open, close codes seen so
+               far, the peak of any connection's outbound queue, hub channels
   anything else: 200 ``ok`` (plain HTTP)
 
 Close codes are recorded by wrapping the ``Upgrade`` every handshake is offered, so the same
@@ -37,6 +38,7 @@ from greenlet import greenlet
 from mlsockets.admission import Admission, HandshakeRateLimiter
 from mlsockets.hub import Hub
 from mlsockets.transport.gevent import broadcast
+from mlsockets.transport.gevent.connection import _WORKERS
 from mlsockets.wsgi import HubConnection, SocketApp
 
 __all__ = ["app", "stats"]
@@ -140,6 +142,9 @@ def stats() -> dict[str, Any]:
     return {
         "pid": os.getpid(),
         "greenlets": sum(1 for o in gc.get_objects() if isinstance(o, greenlet)),
+        # Callback-mode workers parked for reuse (at most _WORKERS.max_idle): a bounded pool
+        # that follows the peak of busy connections, not a leak.
+        "idle_workers": len(_WORKERS._idle),
         "websockets_open": sum(1 for ws in list(_open) if not ws.closed),
         "accepted": _peak["accepted"],
         "close_codes": dict(_close_codes),
