@@ -8,7 +8,8 @@ for every serving process ("node") of one ``prefix``::
                              when the process dies, even by SIGKILL, so "can I lock it?" is
                              an exact liveness test, with no clock and no pid reuse problem
     <prefix>.<node>.sock     its Unix stream socket (mlsockets.broadcast.unix)
-    <prefix>.registry.sqlite3   the shared registry and presence (WAL mode)
+    <prefix>.registry.sqlite3   the shared registry and presence (WAL mode; with -wal,
+                             -shm and an .init-lock taken while a process opens it)
 
 :class:`HostDirectory` owns the file names, the permission checks (the directory must belong
 to this user with mode 0700: a relay message is trusted input, so nobody else may connect or
@@ -320,6 +321,7 @@ class HostRegistry:
         self.check_interval = check_interval
         self._busy_timeout = busy_timeout
         self._db: sqlite3.Connection | None = None
+        self._inode: int | None = None  # of the registry file this node has open
         self._lock = threading.RLock()
         # This node's own state, mirrored so it can be written back (after being purged
         # while paused, or after a failed write).
@@ -341,21 +343,46 @@ class HostRegistry:
     # -- the database ----------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        """Open the registry file, under an exclusive lock so that the processes starting
+        together check and (if need be) recreate it one at a time."""
         path = self.directory.database
+        fd = os.open(path + ".init-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            db = self._open(path)
-        except sqlite3.DatabaseError as exc:
-            # A file a crash left unreadable: nobody alive can be using it, or they would
-            # have failed too; start afresh rather than refuse to start.
-            others = [n for n, _ in self.directory.sockets() if n != self.node_id]
-            if any(self.directory.alive(n) for n in others):
-                raise ConfigurationError(f"the host registry {path} is unusable: {exc}") from exc
-            logger.warning("the host registry %s is unusable (%s): recreating it", path, exc)
-            for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path + suffix)
-            db = self._open(path)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held for milliseconds by each starting process
+            try:
+                db = self._open(path)
+            except sqlite3.OperationalError:
+                raise  # busy or unwritable: not a reason to throw the registry away
+            except sqlite3.DatabaseError as exc:
+                # "file is not a database", "malformed": what a crash or a stray write left.
+                # Start afresh rather than refuse to start; a process that still had the
+                # old file open notices the new one (_reopen_if_replaced) and writes itself
+                # back into it.
+                logger.warning("the host registry %s is unusable (%s): recreating it", path, exc)
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path + suffix)
+                db = self._open(path)
+            self._inode = os.stat(path).st_ino
+        finally:
+            os.close(fd)  # releases the lock
         return db
+
+    def _reopen_if_replaced(self) -> None:
+        """Reopen the registry when its file was replaced or removed since it was opened
+        (recreated by another process, deleted by hand); this node then writes itself back."""
+        try:
+            inode: int | None = os.stat(self.directory.database).st_ino
+        except FileNotFoundError:
+            inode = None
+        if inode == self._inode:
+            return
+        logger.warning("host registry: %s was replaced; reopening it", self.directory.database)
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+            self._db = self._connect()
+        self._healthy = False
 
     def _open(self, path: str) -> sqlite3.Connection:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -510,6 +537,7 @@ class HostRegistry:
     def _check(self) -> None:
         """Write this node's state back if needed, then purge the dead nodes."""
         try:
+            self._reopen_if_replaced()
             if not self._healthy or not self._registered():
                 self._sync()
             self.purge_dead()

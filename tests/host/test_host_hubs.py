@@ -20,7 +20,12 @@ import pytest
 from host_support import wait_for
 
 from mlsockets.auth import Principal
-from mlsockets.broadcast.base import BroadcastUnavailable, ConnectionTarget, User
+from mlsockets.broadcast.base import (
+    BroadcastUnavailable,
+    ClusterUnavailable,
+    ConnectionTarget,
+    User,
+)
 from mlsockets.broadcast.emitter import Emitter
 from mlsockets.broadcast.unix import (
     HEADER,
@@ -399,3 +404,26 @@ def test_bad_input_on_a_socket_is_dropped_and_counted(make_hub: Make, caplog: An
     assert "limit (max_message) is 1000" in text and "in the middle of a relay message" in text
     hub.emit("still", None)  # and the broadcaster goes on
     assert conn.events("still")
+
+
+def test_a_registry_file_removed_while_running_is_written_back(
+    make_hub: Make, directory: Path
+) -> None:
+    a, b = make_hub(), make_hub()
+    connect(a, "alice", ROOM)
+    bob = connect(b, "bob", ROOM)
+    database = HostDirectory(directory).database
+    for suffix in ("", "-wal", "-shm"):
+        os.unlink(database + suffix)
+    registry = b.cluster
+    assert registry is not None
+
+    def restored() -> bool:
+        try:
+            return [m.user_id for m in registry.channel_members(ROOM)] == ["alice", "bob"]  # type: ignore[attr-defined]
+        except ClusterUnavailable:
+            return False
+
+    wait_for(restored, what="both processes written back")
+    assert registry.online_users() == ["alice", "bob"]  # type: ignore[attr-defined]
+    assert bob.events("mls.left") == []  # nobody left

@@ -179,7 +179,16 @@ def test_broadcasts_reach_every_worker_once_presence_is_one_and_a_stuck_peer_blo
 def test_a_worker_killed_with_sigkill_is_purged_and_replaced(
     processes: Processes, clients: list[Client], directory: Path
 ) -> None:
+    # What a crash of the whole host left: a socket nobody listens on, an unlocked lock
+    # file, an unreadable registry. Start-up goes on and cleans it.
+    directory.mkdir(mode=0o700)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(directory / "mls.crashed-1.sock"))
+    stale.close()
+    (directory / "mls.crashed-1.lock").write_text("1\n")
+    (directory / "mls.registry.sqlite3").write_bytes(b"garbage" * 1000)
     gunicorn, port = start_gunicorn(processes, directory)
+    assert not (directory / "mls.crashed-1.sock").exists()
     by_pid = spread(clients, port, "w", workers=3)
     victim, survivor = sorted(by_pid)[:2]
     room = "presence-room.7"
@@ -222,3 +231,21 @@ def test_a_worker_killed_with_sigkill_is_purged_and_replaced(
     message = read_until(newcomer, named("chat.message"))[-1]
     assert message.data == {"text": "welcome", "from": "dave"}
     no_tracebacks(gunicorn)
+
+
+def test_a_directory_open_to_other_users_is_refused(processes: Processes, tmp_path: Path) -> None:
+    directory = tmp_path / "open"
+    directory.mkdir()
+    directory.chmod(0o755)
+    proc = processes.start(
+        str(GUNICORN),
+        "-k", "mlsockets.gunicorn.GeventWebSocketWorker",
+        "-w", "1",
+        "--bind", "127.0.0.1:0",
+        "host_app:app",
+        env={"HOST_DIR": str(directory)},
+    )  # fmt: skip
+    assert proc.wait(60) != 0  # the worker cannot boot, so gunicorn stops
+    log = processes.stderr(proc)
+    assert "has mode 0755: other users could connect" in log and "chmod 700" in log, log
+    assert not list(directory.iterdir())  # nothing was bound
