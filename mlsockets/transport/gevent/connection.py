@@ -47,6 +47,7 @@ logger = logging.getLogger("mlsockets.transport")
 RECV_SIZE = 65536
 #: Seconds a callback-mode worker may deliver one connection's backlog before yielding once.
 FAIR_SLICE = 0.01
+_LOOP_TURN = 1e-6  # a timer this short fires in the next loop iteration, after its I/O poll
 _monotonic = time.monotonic
 _TLS_SOCKETS = (ssl.SSLSocket, gevent.ssl.SSLSocket)
 
@@ -338,7 +339,9 @@ class WebSocket(GeventWebSocketCompat):
                     # A handler that never blocks (a broadcast writes without blocking) would
                     # hold the hub for the whole backlog: signals, heartbeats and every other
                     # connection waited seconds behind one busy publisher (tests/reliability).
-                    gevent.sleep(0)
+                    # Not sleep(0): that runs queued callbacks only, and gevent polls I/O (and
+                    # signals) once per 50 of them; a timer waits for one loop iteration.
+                    gevent.sleep(_LOOP_TURN)
                     slice_end = _monotonic() + FAIR_SLICE
         finally:
             self._worker = None
