@@ -198,6 +198,22 @@ def test_a_worker_killed_with_sigkill_is_purged_and_replaced(
     node = whoami(carol)["node"]
     assert (directory / f"mls.{node}.sock").exists()
 
+    # A stuck worker (stopped) is not a dead one: publishing goes on, nothing is purged, and
+    # once it runs again it gets what was queued for it meanwhile.
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        for i in range(3):
+            status, body = http_json(port, "POST", f"/broadcast?event=while-stopped&to={room}", i)
+            assert status == 200 and body["pid"] != victim, body
+        got = read_until(dave, _have_all({"while-stopped": 3}))  # type: ignore[arg-type]
+        assert sorted(e.data for e in got if e.event == "while-stopped") == [0, 1, 2]
+        assert len(http_json(port, "GET", "/online")[1]["nodes"]) == 3
+    finally:
+        os.kill(victim, signal.SIGCONT)
+    got = read_until(carol, _have_all({"while-stopped": 3}))  # type: ignore[arg-type]
+    assert sorted(e.data for e in got if e.event == "while-stopped") == [0, 1, 2]
+    assert not [e for e in got if e.event == "mls.left"]
+
     os.kill(victim, signal.SIGKILL)
     left = read_until(dave, named("mls.left"))
     assert left[-1].data == {
