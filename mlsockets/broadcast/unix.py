@@ -671,13 +671,13 @@ class UnixBroadcaster:
                 try:
                     payloads = reader.feed(data)
                 except FrameError as exc:
-                    self.stats.invalid += 1
+                    self._invalid()
                     logger.warning("closing a relay connection: %s", exc)
                     return
                 for payload in payloads:
                     self._relayed(payload)
             if reader.pending and not self._closed:
-                self.stats.invalid += 1
+                self._invalid()
                 logger.warning(
                     "a publisher went away in the middle of a relay message (%d bytes "
                     "received): dropped it, nothing partial was delivered",
@@ -688,6 +688,11 @@ class UnixBroadcaster:
                 self._readers.discard(sock)
             sock.close()
 
+    def _invalid(self) -> None:
+        """Count a frame that could not be delivered (its WARNING is logged by the caller)."""
+        self.stats.invalid += 1
+        metrics.broadcast_dropped(1, broadcaster="unix")
+
     def _relayed(self, payload: bytes) -> None:
         """One relay message from a peer: decode, ignore our own, deliver the rest."""
         stats = self.stats
@@ -695,14 +700,14 @@ class UnixBroadcaster:
         try:
             message = decode(payload)
         except UnsupportedVersion as exc:
-            stats.invalid += 1
+            self._invalid()
             key = (exc.origin, exc.version)
             if key not in self._warned_versions:
                 self._warned_versions.add(key)
                 logger.warning("dropping relay messages from %s: %s", exc.origin or "?", exc)
             return
         except RelayError as exc:
-            stats.invalid += 1
+            self._invalid()
             logger.warning("dropping a malformed relay message: %s", exc)
             return
         if message.origin == self.node_id:

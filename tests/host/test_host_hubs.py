@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from host_support import wait_for
 
+from mlsockets import metrics
 from mlsockets.auth import Principal
 from mlsockets.broadcast.base import (
     BroadcastUnavailable,
@@ -392,12 +393,14 @@ def test_bad_input_on_a_socket_is_dropped_and_counted(make_hub: Make, caplog: An
         HEADER.pack(5000) + b"x" * 10,  # over max_message: the connection is closed
         HEADER.pack(50) + b"half",  # the publisher goes away inside the frame
     ]
+    before = metrics.COUNTS.dropped.get("unix", 0)
     for data in bad:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.connect(path)
             sock.sendall(data)
     stats = broadcaster.stats  # type: ignore[attr-defined]
     wait_for(lambda: stats.invalid == 4, what="four bad inputs counted")
+    assert metrics.COUNTS.dropped["unix"] - before == 4  # mlsockets_broadcast_dropped_total
     assert [e["event"] for e in conn.sent] == ["mls.welcome"]  # nothing delivered
     text = caplog.text
     assert "malformed relay message" in text and "newer-node" in text
