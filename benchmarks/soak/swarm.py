@@ -236,15 +236,18 @@ class Swarm:
         return result
 
     def drain_stalled(self) -> None:
-        """Did the server close the stalled connections? Read each until EOF / EAGAIN."""
+        """Did the server close the stalled connections? Read each until EOF or a reset (the
+        server's closed socket may still be sending what its kernel buffer held: its window
+        reopens as we read); those not ended within 20 s in all are still open."""
+        deadline = time.monotonic() + 20.0
         for conn in list(self.conns.values()):
             if conn.state != "open" or conn.publisher:
                 continue
-            conn.sock.setblocking(False)
             while True:
+                conn.sock.settimeout(max(0.1, deadline - time.monotonic()))
                 try:
                     data = conn.sock.recv(1 << 20)
-                except BlockingIOError:
+                except TimeoutError:
                     break
                 except OSError as exc:
                     if exc.errno in (errno.ECONNRESET, errno.EPIPE):
