@@ -154,6 +154,7 @@ class Processes:
                 "-w", "1", "-b", f"127.0.0.1:{port}", "--graceful-timeout",
                 str(int(float(settings.get("MLSOCKETS_SHUTDOWN_GRACE", "10"))) + 5),
                 "--worker-connections", "20000",
+                "--no-control-socket",  # one shared ~/.gunicorn/gunicorn.ctl per user otherwise
                 APP,
             ]  # fmt: skip
         else:
