@@ -22,6 +22,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 FUZZ = Path(__file__).resolve().parent
@@ -119,12 +120,15 @@ def run(target: str, seconds: float, out: Path, *, do_merge: bool = False) -> bo
     out.mkdir(parents=True, exist_ok=True)
     log = out / f"fuzz-{target}.log"
     print(f"fuzzing {target} for {seconds:g} s; log: {log}", flush=True)
+    started = time.time()
     with log.open("w") as stream:
         rc = subprocess.run(
             command(target, seconds, out), stdout=stream, stderr=subprocess.STDOUT, env=ENV
         ).returncode
     found = sorted(
-        p for p in (out / target).iterdir() if p.name.startswith(("crash-", "oom-", "timeout-"))
+        p
+        for p in (out / target).iterdir()
+        if p.name.startswith(("crash-", "oom-", "timeout-")) and p.stat().st_mtime >= started
     )
     for path in found:
         print(f"{target}: reproducer {path}", flush=True)
