@@ -359,11 +359,12 @@ def test_redis_unreachable_at_start_is_retried_by_default(
         late.kill()
 
 
-def test_a_node_stopped_with_sigterm_leaves_the_cluster_at_once(
+def test_nodes_stopped_with_sigterm_leave_the_cluster_at_once(
     processes: Processes, clients: list[Client], redis_server: RedisServer, prefix: str
 ) -> None:
-    """``mlsockets serve`` closes its connections, returns, and the hub closes at exit
-    (Hub.close_at_exit): the node deregisters itself instead of waiting for a purge."""
+    """``mlsockets serve`` (then a gunicorn worker) closes its connections, returns, and the
+    hub closes at exit (Hub.close_at_exit): the node deregisters itself instead of waiting
+    for a purge."""
     env = cluster_env(redis_server.url, prefix, CLUSTER_TTL="60")  # a purge would take 60 s
     gunicorn, gport = start_gunicorn(processes, env, workers=1)
     node, nport = start_node(processes, env)
@@ -380,4 +381,13 @@ def test_a_node_stopped_with_sigterm_leaves_the_cluster_at_once(
     assert "deregistered" in Processes.stderr(node)
     online = http_json(gport, "GET", f"/online?channel={room}")[1]
     assert (online["members"], len(online["nodes"])) == (["alice"], 1)
+    # The same for a gunicorn worker: the last node leaves, nothing is left in Redis.
+    gunicorn.send_signal(signal.SIGTERM)
+    assert gunicorn.wait(30) == 0, Processes.stderr(gunicorn)
+    admin = redis_server.client()
+    try:
+        assert admin.smembers(f"{prefix}:nodes") == set()
+        assert admin.keys(f"{prefix}:node:*") == []
+    finally:
+        admin.close()
     no_tracebacks(gunicorn, node)
