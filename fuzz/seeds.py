@@ -70,6 +70,16 @@ def _frames_seeds() -> dict[str, bytes]:
     add("context", context, window_bits=8, server_no_context_takeover=True)
     add("context-noctx", context, client_no_context_takeover=True, window_bits=12)
     add("server-closes", chat, splits=bytes((60,)), server_closes=True)
+
+    def tiny_fragments(p: Protocol) -> None:
+        p.send_binary(b"", fin=False)
+        for _ in range(200):
+            p.send_continuation(b"", fin=False)
+            p.send_continuation(b"x", fin=False)
+        p.send_continuation(b"", fin=True)
+
+    add("tiny-fragments", tiny_fragments, deflate=False)
+    add("tiny-fragments-deflate", tiny_fragments, limit_index=0)
     seeds["close-empty"] = frames.seed(b"\x88\x80\x00\x00\x00\x00", deflate=False)
     seeds["close-1002"] = frames.seed(b"\x88\x82\x00\x00\x00\x00" + serialize_close(1002))
     return seeds

@@ -124,7 +124,7 @@ class Protocol:
         "_events",
         "_out",
         "_frag_opcode",
-        "_frag_parts",
+        "_frag_buf",
         "_frag_size",
         "_frag_wire_size",
         "_frag_compressed",
@@ -158,7 +158,7 @@ class Protocol:
         self._out: list[bytes] = []
         # Reassembly of a fragmented message (section 5.4).
         self._frag_opcode = 0  # 0: no fragmented message in progress
-        self._frag_parts: list[bytes] | list[str] = []
+        self._frag_buf = bytearray()
         self._frag_size = 0
         self._frag_wire_size = 0
         self._frag_compressed = False
@@ -379,7 +379,7 @@ class Protocol:
             self._frag_opcode = opcode
             self._frag_compressed = rsv1
             self._frag_size = self._frag_wire_size = 0
-            self._frag_parts = []
+            self._frag_buf = bytearray()
             self._frag_decoder = _utf8_decoder() if opcode == Opcode.TEXT else None
         self._frag_wire_size += len(payload)
         if self._frag_compressed:
@@ -390,24 +390,27 @@ class Protocol:
             )
         self._frag_size += len(payload)
         decoder = self._frag_decoder
-        if decoder is not None:
-            try:
-                # Incremental validation fails fast inside a fragmented message (section 8.1).
-                text = decoder.decode(payload, fin)
-            except UnicodeDecodeError:
-                raise ProtocolError("invalid UTF-8 in a text message", 1007) from None
-            self._frag_parts.append(text)  # type: ignore[arg-type]
-        else:
-            self._frag_parts.append(payload)  # type: ignore[arg-type]
-        if fin:
-            parts = self._frag_parts
-            self._frag_parts = []
-            self._frag_opcode = 0
-            self._frag_decoder = None
-            if decoder is not None:
-                self._events.append("".join(parts))  # type: ignore[arg-type]
+        buf = self._frag_buf
+        try:
+            if fin and not buf:
+                # The whole message in one frame (usually a compressed one): decoded once.
+                message: str | bytes = payload if decoder is None else payload.decode()
             else:
-                self._events.append(b"".join(parts))  # type: ignore[arg-type]
+                # Fragments accumulate in one buffer: a list of them grew a slot per frame, so
+                # empty continuation frames held memory without any limit (found while fuzzing).
+                if decoder is not None:
+                    # Incremental validation fails fast inside a fragmented message (section 8.1).
+                    decoder.decode(payload, fin)
+                buf += payload
+                if not fin:
+                    return
+                message = bytes(buf) if decoder is None else buf.decode()
+        except UnicodeDecodeError:
+            raise ProtocolError("invalid UTF-8 in a text message", 1007) from None
+        self._frag_buf = bytearray()
+        self._frag_opcode = 0
+        self._frag_decoder = None
+        self._events.append(message)
 
     # -- output ------------------------------------------------------------------------
 
@@ -515,4 +518,4 @@ class Protocol:
         """
         self.send_close(code, reason)
         self._discard_input = True
-        self._frag_parts = []
+        self._frag_buf = bytearray()

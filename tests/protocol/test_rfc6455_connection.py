@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import tracemalloc
 from types import ModuleType
 
 import pytest
@@ -255,6 +256,30 @@ class TestSection5_4Fragmentation:
             + wire.client_frame(wire.TEXT, b"e")
         )
         assert wire.feed(server, data) == [b"ab", "cd", "e"]
+
+    @pytest.mark.parametrize(("opcode", "fragment"), [(0x1, b""), (0x2, b""), (0x2, b"x")])
+    def test_many_small_fragments_hold_only_their_bytes(
+        self, wire: ModuleType, opcode: int, fragment: bytes
+    ) -> None:
+        # Found while fuzzing: each fragment took a list slot (and an object), so endless empty
+        # continuation frames grew memory without limit, below any message size limit.
+        server = wire.server(max_message_size=1 << 20)
+        count = 50_000
+        batch = wire.client_frame(wire.CONT, fragment, fin=False) * 1000
+        tracemalloc.start()
+        try:
+            server.receive_data(wire.client_frame(opcode, b"", fin=False))
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(count // 1000):
+                server.receive_data(batch)
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        # A list of fragments held 8 bytes per empty one (400 KB here), 42 per 1-byte one.
+        assert held < 64 * 1024 + 2 * len(fragment) * count
+        assert wire.feed(server, wire.client_frame(wire.CONT, b"")) == [
+            fragment * count if opcode == 0x2 else ""
+        ]
 
 
 class TestSection5_4SendingFragments:
