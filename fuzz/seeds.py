@@ -17,10 +17,13 @@ sys.path.insert(0, str(FUZZ))
 
 from harnesses import frames, handshake, tokens  # noqa: E402 - the path is set just above
 
+from mlsockets.broadcast import relay  # noqa: E402
+from mlsockets.broadcast.base import Channel  # noqa: E402
 from mlsockets.formatters.msgpack import MsgpackFormatter  # noqa: E402
 from mlsockets.protocol.connection import Protocol, Side  # noqa: E402
 from mlsockets.protocol.frames import serialize_close  # noqa: E402
 from mlsockets.tokens import make_token  # noqa: E402
+from mlsockets.typing import NodeId  # noqa: E402
 
 
 def _client(cfg: int) -> Protocol:
@@ -159,6 +162,13 @@ def _relay_seeds() -> dict[str, bytes]:
         "everyone": f'{{"v":1,{origin},"target":["everyone",null],{envelope},"skip":0}}'.encode(),
         "v2": f'{{"v":2,{origin},"target":["tag","admins"],{envelope},"skip":null}}'.encode(),
         "keys": b'{"v":1,"origin":"a"}',
+        "msgpack": relay.encode(
+            relay.RelayMessage(
+                NodeId("web-2"),
+                Channel("room:lobby"),
+                {"event": "file", "data": {"blob": b"\x00\xff", "nan": float("nan")}},
+            )
+        ),
     }
 
 
