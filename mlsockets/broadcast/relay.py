@@ -238,7 +238,9 @@ def _from_wire(obj: Any) -> RelayMessage:
     if version != RELAY_VERSION or isinstance(version, bool):
         raise UnsupportedVersion(version, origin if isinstance(origin, str) else None)
     if obj.keys() != _KEYS:
-        raise RelayError(f"relay message keys {sorted(obj)} (expected {sorted(_KEYS)})")
+        # repr(): a msgpack map may have bytes keys, which do not sort with str ones.
+        keys = sorted(map(repr, obj))
+        raise RelayError(f"relay message keys {', '.join(keys)[:200]} (expected {sorted(_KEYS)})")
     envelope = obj["envelope"]
     skip = obj["skip"]
     if not isinstance(origin, str) or not origin:

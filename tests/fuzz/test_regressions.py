@@ -15,6 +15,7 @@ from fuzz_support import FUZZ, harness
 from harnesses import TARGETS
 
 from mlsockets.broadcast.relay import RelayError, decode
+from mlsockets.formatters.msgpack import MsgpackFormatter
 from mlsockets.transport.gevent.headers import MAX_HEADERS, RequestHead
 
 REGRESSIONS = sorted((FUZZ / "regressions").glob("*/*"))
@@ -59,6 +60,13 @@ class TestRelayDecodeRefusesWhatNoNodeCouldDeliver:
         deep = "[" * 100_000 + "]" * 100_000
         with pytest.raises(RelayError, match="nested too deeply"):
             decode((RELAY % deep).encode())
+
+    def test_a_msgpack_map_with_bytes_keys_is_a_relay_error(self) -> None:
+        # Found by the relay target: naming the unexpected keys sorted str and bytes together,
+        # and the TypeError escaped the relay's listener.
+        data = MsgpackFormatter().encode({"v": 1, "origin": "n1", b"extra": 1, "skip": None})
+        with pytest.raises(RelayError, match="relay message keys"):
+            decode(data)
 
     def test_escapes_that_make_valid_characters_still_decode(self) -> None:
         message = decode((RELAY % '"\\ud83d\\ude00 \\u00e9 1e308"').encode())
