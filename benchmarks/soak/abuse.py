@@ -13,7 +13,8 @@ Attacks (``scale`` multiplies the counts):
   ``/echo`` (accepted, then dropped without a close), many at a time;
 * ``slowloris``: connections that send part of a request line and then nothing;
 * ``oversized``: a frame header announcing 1 GiB, and a real 2 MiB message (limit 1 MiB): 1009;
-* ``fragmented_forever``: a text message in 16 KiB fragments that never ends: 1009;
+* ``fragmented_forever``: a text message in 16 KiB fragments that never ends: 1009; and
+  100,000 empty fragments inside one message, which must be delivered intact;
 * ``ping_flood``: pings as fast as possible, pongs never read: dropped as a slow consumer (1008);
 * ``compression_bomb``: permessage-deflate message of 64 MiB of zeros (64 KiB on the wire): 1009;
 * ``invalid_utf8``: text messages that are not UTF-8, connection after connection: 1007;
@@ -168,7 +169,26 @@ def fragmented_forever(server: Server, scale: float) -> dict[str, Any]:
             pass
         return _closed_with(client)
 
-    return {"clients": _outcome(parallel(int(20 * scale), 10, job))}
+    def empty(i: int) -> str:
+        # Fragments that add nothing never reach the size limit: the message must still cost
+        # bounded memory however many there are (a fuzzing finding, fixed in the protocol).
+        client = wire.Client(server.url("/echo"))
+        try:
+            client.send(wire.frame(wire.TEXT, b"start", fin=False))
+            client.send(wire.frame(wire.CONT, b"", fin=False) * 100_000)
+            client.send(wire.frame(wire.CONT, b"end"))
+            if client.recv_frame() != (True, wire.TEXT, b"startend"):
+                return "wrong message"
+            answer = client.echo("after")
+            client.send(wire.close_frame())
+            return "echoed" if answer == "after" and client.wait_close() == 1000 else "no close"
+        finally:
+            client.close()
+
+    return {
+        "clients": _outcome(parallel(int(20 * scale), 10, job)),
+        "empty_fragments": _outcome(parallel(max(1, int(2 * scale)), 5, empty)),
+    }
 
 
 def ping_flood(server: Server, scale: float) -> dict[str, Any]:
