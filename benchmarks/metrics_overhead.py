@@ -21,7 +21,9 @@ the metrics lines of the transport removed)::
         with+prometheus=/tmp/ovh/with --enable-metrics with+prometheus
 
 ``--enable-metrics`` also installs the Prometheus backend in that variant (the reaper then
-folds the counts once a second). Internal: ``--child N SIZE ENABLE`` runs one measurement.
+folds the counts once a second). ``--cpu-time`` measures CPU time per round trip instead,
+without valgrind, the variants alternating (8 runs each; noisy on a loaded machine).
+Internal: ``--child N SIZE ENABLE`` runs one measurement.
 """
 
 from __future__ import annotations
@@ -199,6 +201,31 @@ def measure(pythonpath: str, messages: int, size: int, enable: bool) -> int:
     return int(found.group(1))
 
 
+def cpu_time(variants: list[tuple[str, str]], size: int, short: int, long_: int) -> None:
+    """CPU seconds per round trip without valgrind (varies with the machine's load), the
+    variants alternating, 8 runs each; prints the medians."""
+    import resource
+    import statistics
+
+    def run(path: str, messages: int) -> float:
+        env = {**os.environ, "PYTHONPATH": os.path.abspath(path), "PYTHONHASHSEED": "0"}
+        command = [sys.executable, os.path.abspath(__file__), "--child", str(messages)]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([*command, str(size), "0"], env=env, check=True, timeout=600)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+    costs: dict[str, list[float]] = {name: [] for name, _ in variants}
+    for turn in range(8):
+        for name, path in variants if turn % 2 == 0 else variants[::-1]:
+            spent = run(path, long_) - run(path, short)
+            costs[name].append(spent / (long_ - short) * 1e6)
+    print(f"echo of {size} B text, CPU time per round trip ({long_} - {short} messages)")
+    for name, values in costs.items():
+        low, high = min(values), max(values)
+        print(f"{name:>20}: median {statistics.median(values):.2f} us ({low:.2f}-{high:.2f})")
+
+
 def main(argv: list[str]) -> None:
     if argv[:1] == ["--child"]:
         child(int(argv[1]), int(argv[2]), argv[3] == "1")
@@ -206,7 +233,7 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["--make-variants"]:
         make_variants(argv[1])
         return
-    size, short, long_, enabled = 32, 2000, 12000, set()
+    size, short, long_, enabled, cpu = 32, 2000, 12000, set(), False
     variants: list[tuple[str, str]] = []
     args = iter(argv)
     for arg in args:
@@ -218,9 +245,14 @@ def main(argv: list[str]) -> None:
             long_ = int(next(args))
         elif arg == "--enable-metrics":
             enabled.add(next(args))
+        elif arg == "--cpu-time":
+            cpu = True
         else:
             name, _, path = arg.partition("=")
             variants.append((name, path or "."))
+    if cpu:
+        cpu_time(variants, size, short, long_)
+        return
     print(f"echo of {size} B text, instructions per round trip ({long_} - {short} messages)")
     baseline = None
     for name, path in variants:
