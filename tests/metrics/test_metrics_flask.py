@@ -6,8 +6,8 @@ from __future__ import annotations
 import urllib.request
 
 import pytest
-from conftest import Scrape
 from flask import Flask
+from metrics_support import Scrape
 
 from flask_mlsockets import MLSockets
 from mlsockets.client import Client

@@ -14,7 +14,7 @@ from typing import Any
 import gevent
 import pytest
 from cluster_support import Processes, free_port
-from conftest import ROOT, Scrape, scrape
+from metrics_support import ROOT, Scrape, scrape
 
 from mlsockets.client import Client
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import marshmallow
 import pytest
-from conftest import Scrape, Served
+from metrics_support import Scrape, Served
 
 from mlsockets.admission import Admission
 from mlsockets.auth import HandshakeRequest, Principal

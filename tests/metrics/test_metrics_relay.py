@@ -8,7 +8,7 @@ from collections.abc import Callable
 import gevent
 import pytest
 from cluster_support import RedisServer
-from conftest import Scrape, Served
+from metrics_support import Scrape, Served
 
 from mlsockets.broadcast.base import BroadcastUnavailable
 from mlsockets.broadcast.emitter import Emitter

@@ -11,7 +11,7 @@ from typing import Any
 
 import gevent
 import pytest
-from conftest import FAST, Scrape, scrape
+from metrics_support import FAST, Scrape, scrape
 
 from mlsockets.client import connect
 from mlsockets.exceptions import InvalidHandshake
