@@ -155,11 +155,12 @@ def _envelope_msgpack_seeds() -> dict[str, bytes]:
 def _relay_seeds() -> dict[str, bytes]:
     origin = '"origin":"web-1-4242-a1b2c3"'
     envelope = '"envelope":{"event":"chat.message","channel":"room:lobby","data":{"t":"hi"}}'
+    skip = '"skip":null'
     return {
         "channel": f'{{"v":1,{origin},"target":["channel","room:lobby"],{envelope},'
         '"skip":"k3Jd9w"}'.encode(),
         "user": f'{{"v":1,{origin},"target":["user","42"],{envelope},"skip":null}}'.encode(),
-        "everyone": f'{{"v":1,{origin},"target":["everyone",null],{envelope},"skip":0}}'.encode(),
+        "everyone": f'{{"v":1,{origin},"target":["everyone",null],{envelope},{skip}}}'.encode(),
         "v2": f'{{"v":2,{origin},"target":["tag","admins"],{envelope},"skip":null}}'.encode(),
         "keys": b'{"v":1,"origin":"a"}',
         "msgpack": relay.encode(
