@@ -255,9 +255,20 @@ class MLSockets:
         skip = sender_id() if skip_sender else None
         return self.state(app).emit(event, data, to=to, skip=skip)
 
-    def join(self, conn: Connection, channel: str, *, app: Flask | None = None) -> None:
-        """Put ``conn`` in ``channel`` from server code (a room): no authorization."""
-        self.hub(app).join(conn, channel)
+    def join(
+        self,
+        conn: Connection,
+        channel: str,
+        *,
+        info: Mapping[str, object] | None = None,
+        app: Flask | None = None,
+    ) -> None:
+        """Put ``conn`` in ``channel`` from server code (a room): no authorization.
+
+        For a ``presence-`` channel, ``info`` is the member's public info (default: the
+        hub's default: ``{}``), as for a client's subscribe.
+        """
+        self.hub(app).join(conn, channel, info=info)
 
     def leave(self, conn: Connection, channel: str, *, app: Flask | None = None) -> None:
         """Take ``conn`` out of ``channel``."""

@@ -50,6 +50,7 @@ from mlsockets.exceptions import (
     InvalidHandshake,
     InvalidState,
 )
+from mlsockets.metrics.redact import redact_query
 from mlsockets.protocol import handshake
 from mlsockets.protocol.connection import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -241,7 +242,7 @@ def connect(
         sock.close()
         raise
     protocol = Protocol(Side.CLIENT, max_message_size=max_message_size, deflate=codec)
-    logger.debug("connected to %s (subprotocol %s, %s)", url, subprotocol, codec)
+    logger.debug("connected to %s (subprotocol %s, %s)", redact_query(url), subprotocol, codec)
     return ClientConnection(
         sock,
         protocol,

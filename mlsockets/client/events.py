@@ -56,6 +56,7 @@ from mlsockets.exceptions import (
 )
 from mlsockets.formatters.base import FORMATTERS, Formatter, get_formatter
 from mlsockets.formatters.envelope import MAX_EVENT_LENGTH, MAX_ID
+from mlsockets.metrics.redact import redact_query
 from mlsockets.protocol.connection import DEFAULT_MAX_MESSAGE_SIZE
 from mlsockets.protocol.deflate import DeflateConfig
 from mlsockets.protocol.frames import CloseCode
@@ -162,6 +163,8 @@ class Client:
         close_timeout: float = 5.0,
     ) -> None:
         self.url = url
+        # For logs and repr: a ?token=... in the URL is a credential (mlsockets.tokens).
+        self._shown_url = redact_query(url)
         self.formatter = _formatter_named(format)
         self.timeout = timeout
         self.reconnect = reconnect
@@ -472,7 +475,7 @@ class Client:
     def _lost(self, conn: ClientConnection, exc: ConnectionClosed) -> None:
         """The connection dropped: fail the acks it owed, schedule the first attempt."""
         logger.warning(
-            "connection to %s lost (%d %s); reconnecting", self.url, exc.code, exc.reason
+            "connection to %s lost (%d %s); reconnecting", self._shown_url, exc.code, exc.reason
         )
         with self._cond:
             if self._conn is conn:
@@ -510,7 +513,7 @@ class Client:
                 self._failures += 1
                 limit = self.backoff.max_attempts
                 if not retryable(exc) or (limit is not None and self._failures >= limit):
-                    logger.error("giving up reconnecting to %s: %s", self.url, exc)
+                    logger.error("giving up reconnecting to %s: %s", self._shown_url, exc)
                     with self._cond:
                         self._failure = exc
                     raise
@@ -519,7 +522,7 @@ class Client:
                 logger.warning(
                     "reconnection attempt %d to %s failed (%s); next in %.2f s",
                     self._failures,
-                    self.url,
+                    self._shown_url,
                     exc,
                     delay,
                 )
@@ -534,7 +537,7 @@ class Client:
             if closing:
                 conn.close()
                 continue
-            logger.info("reconnected to %s (%d channels)", self.url, len(self._channels))
+            logger.info("reconnected to %s (%d channels)", self._shown_url, len(self._channels))
             return
 
     def _raise_if_closing(self) -> None:
@@ -608,7 +611,7 @@ class Client:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open" if self._conn is not None else "connecting"
-        return f"<Client {self.url} {state} connection_id={self.connection_id!r}>"
+        return f"<Client {self._shown_url} {state} connection_id={self.connection_id!r}>"
 
 
 def _reply_data(slot: _Slot) -> Any:

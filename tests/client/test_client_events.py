@@ -4,6 +4,7 @@ real hub is tested on its own), plus the reconnection policy as pure functions."
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -295,6 +296,22 @@ def test_reconnects_and_resubscribes(hub: tuple[FakeHub, Server]) -> None:
         assert (client.connection_id, client.reconnects, reconnected) == ("c2", 1, ["c2"])
         assert fake.subscriptions[-2:] == [("c2", "room:a"), ("c2", "room:b")]
         assert client.emit("echo", "again", ack=True, timeout=5) == "again"
+
+
+def test_logs_never_show_a_token_in_the_url(
+    hub: tuple[FakeHub, Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, server = hub
+    caplog.set_level(logging.DEBUG, logger="mlsockets")
+    with Client.connect(
+        url(server) + "?token=s3cret-token&room=1", reconnect=True, backoff=FAST_BACKOFF, timeout=5
+    ) as client:
+        with pytest.raises(ConnectionClosedError):
+            client.emit("drop", 1012, ack=True, timeout=5)
+        assert client.emit("echo", "back", ack=True, timeout=5) == "back"
+        assert "token=***&room=1" in repr(client)
+    assert "reconnected to" in caplog.text and "room=1" in caplog.text
+    assert "s3cret-token" not in caplog.text
 
 
 def test_reconnect_drops_channels_the_server_now_refuses(hub: tuple[FakeHub, Server]) -> None:
