@@ -24,7 +24,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Protocol
 
 from mlsockets import metrics
@@ -132,11 +131,7 @@ class HubOptions:
     """Limits and behaviour of a hub.
 
     Attributes:
-        heartbeat: the heartbeat announced in ``mls.welcome`` (None: off) when the adapter
-            does not pass the one its transport applies to :meth:`Hub.connect`: the gevent
-            transport's ``ServerOptions.ping_interval`` is announced where it is known, so a
-            client never hears of a heartbeat the server does not keep. Clients send
-            ``mls.ping`` at that interval (the hub answers it) to notice a dead server.
+        heartbeat: seconds between server pings, announced in ``mls.welcome`` (None: off).
         rate: sustained messages per second allowed per connection.
         burst: messages allowed in a burst above ``rate``.
         rate_strikes: consecutive rate-limited messages tolerated (each gets
@@ -158,15 +153,6 @@ class HubOptions:
     max_connections_per_user: int | None = None
     max_channels_per_connection: int = 256
     presence_grace: float = 0.0
-
-
-class _Unset(Enum):
-    """The type of :data:`_UNSET`: "not given" where None means something."""
-
-    UNSET = "unset"
-
-
-_UNSET = _Unset.UNSET
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,13 +253,8 @@ class Hub:
 
     # -- life cycle ----------------------------------------------------------------------
 
-    def connect(self, conn: Connection, *, heartbeat: float | None | _Unset = _UNSET) -> bool:
+    def connect(self, conn: Connection) -> bool:
         """Register ``conn``, run the connect hooks and send ``mls.welcome``.
-
-        Args:
-            heartbeat: the ping interval the transport applies to this connection, in
-                seconds (None: no pings), announced in ``mls.welcome``; when not given,
-                :attr:`HubOptions.heartbeat` is announced.
 
         Returns False when a limit or a connect hook refused it; :attr:`last_refusal` then
         says how to close it (the adapter closes; the hub has forgotten the connection).
@@ -319,7 +300,7 @@ class Hub:
         )
         welcome = {
             "connection_id": conn.id,
-            "heartbeat": opts.heartbeat if isinstance(heartbeat, _Unset) else heartbeat,
+            "heartbeat": opts.heartbeat,
             "user_id": principal.user_id,
         }
         self._send(conn, event_envelope("mls.welcome", welcome))
@@ -417,8 +398,7 @@ class Hub:
             return
         started = time.perf_counter()
         outcome = self.router.dispatch(conn, envelope)
-        if event in self.router:  # metrics: handler latency (routed events: bounded labels)
-            metrics.event_handled(event, time.perf_counter() - started)
+        metrics.event_handled(event, time.perf_counter() - started)  # metrics: handler latency
         if outcome.error is not None:
             self._reply_error(conn, envelope, outcome.error)
         elif envelope.id is not None:

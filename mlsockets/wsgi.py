@@ -87,9 +87,6 @@ class HubConnection:
         return f"<HubConnection {self.id} user={self.principal.user_id!r}>"
 
 
-_NOT_REPORTED = object()
-
-
 def accept_into_hub(
     upgrade: Upgrade,
     hub: Hub,
@@ -108,14 +105,7 @@ def accept_into_hub(
 
     def on_open(ws: RawWebSocket) -> None:
         conn.ws = ws
-        # Announce the heartbeat the transport keeps for this connection, where it says
-        # (its ping_interval; 0 or None: off); else the hub's HubOptions.heartbeat.
-        interval = getattr(ws, "ping_interval", _NOT_REPORTED)
-        if interval is _NOT_REPORTED or not isinstance(interval, int | float | None):
-            accepted = hub.connect(conn)
-        else:
-            accepted = hub.connect(conn, heartbeat=float(interval) if interval else None)
-        if not accepted:
+        if not hub.connect(conn):
             refusal = hub.last_refusal
             code, reason = (refusal.code, refusal.reason) if refusal else (1008, "refused")
             ws.close(code, reason)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,16 +28,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SECRET = "browser-tests-secret-0123456789"
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 #: Generous deadlines (ms) for conditions awaited in the page: they only bound a failure.
 WAIT = 10_000
@@ -69,39 +58,6 @@ HARNESS = """(options) => {
   T.names = () => T.states.map((s) => s.state);
   return sock.ready().then(() => sock.id);
 }"""
-
-
-def _unavailable(reason: str) -> None:
-    """Skip, or fail when CI=true: CI must run the browser tests."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; CI=true requires the browser tests to run", pytrace=False)
-    pytest.skip(reason)
-
-
-def _chromium() -> str | None:
-    found = shutil.which("chromium")
-    if found:
-        return found
-    return "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """One headless Chromium for the whole session."""
-    try:
-        from playwright.sync_api import Error, sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed (pip install playwright)")
-    executable = _chromium()
-    if executable is None:
-        _unavailable("chromium is not installed (apt-get install chromium)")
-    with sync_playwright() as pw:
-        try:
-            chromium = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        except Error as exc:
-            _unavailable(f"cannot launch {executable}: {exc}")
-        yield chromium
-        chromium.close()
 
 
 class BrowserServer:

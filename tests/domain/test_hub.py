@@ -28,7 +28,6 @@ from mlsockets.formatters.base import JSON, MSGPACK, Formatter
 from mlsockets.hub import Connection, Hub, HubOptions, Refusal
 from mlsockets.scheduling import ManualScheduler
 from mlsockets.typing import ConnectionId, Message, UserId
-from mlsockets.wsgi import accept_into_hub
 
 SECRET = "db password is hunter2"
 ROOM = "presence-room.1"
@@ -60,40 +59,6 @@ class FakeConnection:
 
     def __repr__(self) -> str:
         return f"<FakeConnection {self.id} {self.principal.user_id}>"
-
-
-class SilentSocket:
-    """A transport's WebSocket that does not report a ping interval."""
-
-    def __init__(self) -> None:
-        self.sent: list[Message] = []
-
-    def send(self, message: Message) -> None:
-        self.sent.append(message)
-
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        raise AssertionError("not closed in these tests")
-
-
-class PingingSocket(SilentSocket):
-    """One that reports the ping interval it applies (``ServerOptions.ping_interval``)."""
-
-    def __init__(self, ping_interval: float | None) -> None:
-        super().__init__()
-        self.ping_interval = ping_interval
-
-
-class OfferedUpgrade:
-    """The part of an :class:`~mlsockets.auth.Upgrade` that ``accept_into_hub`` uses."""
-
-    def __init__(self) -> None:
-        self.on_open: Any = None
-
-    def accept(self, principal: object, subprotocol: object, **callbacks: Any) -> None:
-        self.on_open = callbacks["on_open"]
-
-    def open(self, ws: SilentSocket) -> None:
-        self.on_open(ws)
 
 
 def user(user_id: str, tags: frozenset[str] = frozenset(), **info: object) -> Principal:
@@ -259,35 +224,6 @@ class TestWelcome:
         assert hub.connect(conn)
         (welcome,) = conn.take()
         assert welcome["data"] == {"connection_id": conn.id, "heartbeat": None, "user_id": "7"}
-
-    @pytest.mark.parametrize(("interval", "announced"), [(45.0, 45.0), (None, None)])
-    def test_the_transports_heartbeat_is_announced(
-        self, hub: Hub, interval: float | None, announced: float | None
-    ) -> None:
-        assert hub.options.heartbeat == 20.0
-        conn = FakeConnection()
-        assert hub.connect(conn, heartbeat=interval)
-        (welcome,) = conn.take()
-        assert welcome["data"]["heartbeat"] == announced
-
-    @pytest.mark.parametrize(
-        ("ws", "announced"),
-        [
-            (PingingSocket(30), 30.0),  # the transport's ping interval, in force
-            (PingingSocket(0), None),  # 0: the transport sends no pings
-            (PingingSocket(None), None),
-            (SilentSocket(), 20.0),  # a transport that does not say: the hub's option
-        ],
-    )
-    def test_the_adapter_passes_the_transports_ping_interval(
-        self, hub: Hub, ws: SilentSocket, announced: float | None
-    ) -> None:
-        upgrade = OfferedUpgrade()
-        conn = accept_into_hub(upgrade, hub, ANONYMOUS, JSON)  # type: ignore[arg-type]
-        upgrade.open(ws)
-        assert conn.ws is ws
-        (welcome,) = [JSON.decode(m) for m in ws.sent]
-        assert welcome["data"]["heartbeat"] == announced  # type: ignore[index]
 
     def test_msgpack_welcome_is_binary(self, hub: Hub) -> None:
         conn = FakeConnection(formatter=MSGPACK)

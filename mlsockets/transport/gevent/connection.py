@@ -169,15 +169,6 @@ class WebSocket(GeventWebSocketCompat):
         return p is None or p.state is not State.OPEN or self._transport_closed
 
     @property
-    def ping_interval(self) -> float | None:
-        """Seconds of silence after which the server pings this client (None: no pings).
-
-        What the hub announces as the heartbeat in ``mls.welcome`` (mlsockets.wsgi), so a
-        client's own liveness timer matches the pings it will really get.
-        """
-        return self._options.ping_interval or None
-
-    @property
     def close_code(self) -> int | None:
         """The peer's close code, 1006 if the TCP connection dropped, or the code this side
         failed with (1008 slow consumer, 1011 heartbeat timeout); None while open."""
