@@ -131,7 +131,10 @@ class HubOptions:
     """Limits and behaviour of a hub.
 
     Attributes:
-        heartbeat: seconds between server pings, announced in ``mls.welcome`` (None: off).
+        heartbeat: the application-level heartbeat announced in ``mls.welcome`` (None: off):
+            clients send ``mls.ping`` at this interval (the hub answers ``mls.pong``) to
+            notice a dead server, which a browser cannot do with RFC 6455 pings. The
+            transport's own pings (``ServerOptions.ping_interval``) are independent.
         rate: sustained messages per second allowed per connection.
         burst: messages allowed in a burst above ``rate``.
         rate_strikes: consecutive rate-limited messages tolerated (each gets
@@ -398,7 +401,8 @@ class Hub:
             return
         started = time.perf_counter()
         outcome = self.router.dispatch(conn, envelope)
-        metrics.event_handled(event, time.perf_counter() - started)  # metrics: handler latency
+        if event in self.router:  # metrics: handler latency (routed events: bounded labels)
+            metrics.event_handled(event, time.perf_counter() - started)
         if outcome.error is not None:
             self._reply_error(conn, envelope, outcome.error)
         elif envelope.id is not None:
