@@ -155,7 +155,7 @@ def _unix_hooks(directory: str) -> ClusterHooks:
     exists is checked now (owner and mode); a missing one is created by the first hub."""
     from mlsockets.broadcast.emitter import Emitter
     from mlsockets.broadcast.unix import UnixBroadcaster
-    from mlsockets.registry.unix import HostDirectory
+    from mlsockets.registry.hostdir import HostDirectory
 
     try:
         HostDirectory(directory, create=False)

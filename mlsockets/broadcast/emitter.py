@@ -117,7 +117,7 @@ class Emitter:
             ConfigurationError: an invalid prefix (checked again, with the directory's owner
                 and mode, at each emit).
         """
-        from mlsockets.broadcast.unix import UnixPublisher
+        from mlsockets.broadcast.unix_publisher import UnixPublisher
 
         publisher = UnixPublisher(path, prefix=prefix, timeout=timeout)
         return cls(publisher.publish, prefix=prefix, close=publisher.close)

@@ -15,32 +15,35 @@ How an emit travels:
 
 1. :meth:`UnixBroadcaster.publish` encodes one
    :class:`~mlsockets.broadcast.relay.RelayMessage` (the Redis layer's versioned codec) and
-   frames it once: a 4-byte big-endian length, then the message;
+   wraps it once in a record (:mod:`mlsockets.broadcast.records`): a 4-byte big-endian
+   length, then the message;
 2. delivers the envelope to this process's connections;
-3. hands the frame to a writer per peer (every other ``<prefix>.<node>.sock`` in the
+3. hands the record to a writer per peer (every other ``<prefix>.<node>.sock`` in the
    directory), which keeps one stream connection to that peer;
-4. each peer's listener reads frames, ignores its own origin, and hands the envelope to its
+4. each peer's listener reads records, ignores its own origin, and hands the envelope to its
    hub. Every process gets every relay message and resolves the target against its own
    connections (there is no per-channel routing as with Redis).
 
-Why stream sockets with length-prefixed frames, not datagrams: a datagram is limited by the
+Why stream sockets with length-prefixed records, not datagrams: a datagram is limited by the
 socket buffers (about 200 KB by default), so messages of a megabyte would need chunking,
 reassembly and a timeout for lost chunks; and a non-blocking datagram send to a busy peer
 fails after a few hundred KB, so a large message to a worker that is busy for a moment would
 be lost. A stream carries any size in order; a receiver that sees a connection end inside a
-frame knows the frame is incomplete and drops it with a WARNING, so nothing is ever
+record knows the record is incomplete and drops it with a WARNING, so nothing is ever
 truncated silently. The price is one connection per pair of processes.
 
 Slow peers never block the publisher: :meth:`~UnixBroadcaster.publish` only appends to the
-peer's queue, bounded by ``max_queue`` bytes; a frame that does not fit is dropped, counted
+peer's queue, bounded by ``max_queue`` bytes; a record that does not fit is dropped, counted
 (:attr:`UnixBroadcaster.stats` and ``mlsockets.metrics.broadcast_dropped``)
-and logged at WARNING. A writer that cannot hand its frame over within ``send_timeout``
+and logged at WARNING. A writer that cannot hand its record over within ``send_timeout``
 drops it and reconnects. A peer whose socket refuses connections is dead: its files are
-removed (:meth:`~mlsockets.registry.unix.HostDirectory.reap`) and the registry purges it.
+removed (:meth:`~mlsockets.registry.hostdir.HostDirectory.reap`) and the registry purges it.
 
 Threads: the listener, one reader per inbound connection and one writer per peer are
 ``threading.Thread`` objects, greenlets in a gevent-patched process (every server process).
-This module imports no gevent and no redis.
+This module imports no gevent and no redis. :class:`UnixPublisher` (publishing from any
+process, without a thread) lives in :mod:`mlsockets.broadcast.unix_publisher` and is
+importable from here.
 """
 
 from __future__ import annotations
@@ -49,9 +52,7 @@ import atexit
 import contextlib
 import logging
 import os
-import selectors
 import socket
-import struct
 import threading
 import time
 from collections import deque
@@ -61,6 +62,13 @@ from typing import Any
 
 from mlsockets import metrics
 from mlsockets.broadcast.base import BroadcastUnavailable, ConnectionTarget, Deliver, Target
+from mlsockets.broadcast.records import (
+    MAX_MESSAGE,
+    MessageTooLarge,
+    RecordError,
+    RecordReader,
+    record,
+)
 from mlsockets.broadcast.relay import (
     RelayError,
     RelayMessage,
@@ -68,100 +76,23 @@ from mlsockets.broadcast.relay import (
     decode,
     encode,
 )
+from mlsockets.broadcast.unix_publisher import UnixPublisher
 from mlsockets.exceptions import ConfigurationError, InvalidState
-from mlsockets.registry.unix import HostDirectory, HostRegistry, is_refused, new_node_id
+from mlsockets.registry.hostdir import HostDirectory, is_refused, new_node_id
+from mlsockets.registry.unix import HostRegistry
 from mlsockets.typing import ConnectionId, NodeId
 
 __all__ = [
-    "FrameError",
-    "FrameReader",
     "MAX_MESSAGE",
     "MessageTooLarge",
     "UnixBroadcaster",
     "UnixPublisher",
     "UnixStats",
-    "frame",
 ]
 
 logger = logging.getLogger("mlsockets.broadcast")
 
-#: The frame header: the length of the relay message that follows.
-HEADER = struct.Struct("!I")
-#: The default largest relay message, in bytes.
-MAX_MESSAGE = 64 << 20
 _WARN_EVERY = 10.0  # seconds between drop warnings for one peer
-
-
-class FrameError(ValueError):
-    """A stream does not carry valid frames (a length above the limit)."""
-
-
-class MessageTooLarge(ValueError):
-    """A relay message is larger than ``max_message``: refused before anyone received it."""
-
-
-def frame(payload: bytes, max_message: int = MAX_MESSAGE) -> bytes:
-    """``payload`` with its length in front.
-
-    Raises:
-        MessageTooLarge: ``payload`` is longer than ``max_message``.
-    """
-    if len(payload) > max_message:
-        raise MessageTooLarge(
-            f"the relay message is {len(payload)} bytes; the limit (max_message) is "
-            f"{max_message}: nothing was sent"
-        )
-    return HEADER.pack(len(payload)) + payload
-
-
-class FrameReader:
-    """Splits a byte stream into frames' payloads. Pure: bytes in, payloads out.
-
-    Call :meth:`feed` with what was received; at the end of the stream, :attr:`pending`
-    says how many bytes of an incomplete frame were left (a publisher that died or gave up
-    in the middle of a frame).
-    """
-
-    def __init__(self, max_message: int = MAX_MESSAGE) -> None:
-        self.max_message = max_message
-        self._buffer = bytearray()
-        self._need: int | None = None  # the current frame's length, once its header is in
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """The payloads completed by ``data``.
-
-        Raises:
-            FrameError: a header announces more than ``max_message`` bytes (the stream
-                cannot be resynchronized: close it).
-        """
-        buffer = self._buffer
-        buffer += data
-        out: list[bytes] = []
-        start = 0
-        while True:
-            if self._need is None:
-                if len(buffer) - start < HEADER.size:
-                    break
-                (need,) = HEADER.unpack_from(buffer, start)
-                if need > self.max_message:
-                    raise FrameError(
-                        f"a frame announces {need} bytes; the limit (max_message) is "
-                        f"{self.max_message}"
-                    )
-                self._need = need
-                start += HEADER.size
-            if len(buffer) - start < self._need:
-                break
-            out.append(bytes(buffer[start : start + self._need]))
-            start += self._need
-            self._need = None
-        del buffer[:start]
-        return out
-
-    @property
-    def pending(self) -> int:
-        """Bytes received of a frame that is not complete yet (header included)."""
-        return len(self._buffer) + (HEADER.size if self._need is not None else 0)
 
 
 @dataclass(slots=True)
@@ -169,23 +100,23 @@ class UnixStats:
     """Counters of one broadcaster since it was created (for metrics and status pages)."""
 
     published: int = 0  #: relay messages handed to the peers' writers
-    sent: int = 0  #: frames written completely to a peer
-    dropped: int = 0  #: frames not delivered to a live peer (queue full, stuck, busy)
+    sent: int = 0  #: records written completely to a peer
+    dropped: int = 0  #: records not delivered to a live peer (queue full, stuck, busy)
     received: int = 0  #: relay messages read from peers
     delivered: int = 0  #: local receivers reached by relay messages from other processes
     own: int = 0  #: own relay messages ignored
-    invalid: int = 0  #: undecodable, unknown version, incomplete or oversized frames
+    invalid: int = 0  #: undecodable, unknown version, incomplete or oversized records
     dead_peers: int = 0  #: peers found dead (their socket refused us)
 
 
-#: ``on_drop(peer, reason)``: called for every frame dropped for a live peer.
+#: ``on_drop(peer, reason)``: called for every record dropped for a live peer.
 DropHook = Callable[[str, str], None]
 
 
 class _Peer:
-    """One other process: a bounded queue of frames and the writer that empties it.
+    """One other process: a bounded queue of records and the writer that empties it.
 
-    :meth:`offer` writes a frame at once when the connection is idle and the kernel takes it
+    :meth:`offer` writes a record at once when the connection is idle and the kernel takes it
     whole (one non-blocking ``write``, no greenlet switch: as quick as a Redis ``PUBLISH``);
     otherwise the rest waits in the queue for the writer, in order.
     """
@@ -194,7 +125,7 @@ class _Peer:
         self.owner = owner
         self.node = node
         self.path = path
-        # (bytes, continuation): a continuation is the rest of a frame whose start was
+        # (bytes, continuation): a continuation is the rest of a record whose start was
         # written by offer(); it cannot be sent again on another connection.
         self.queue: deque[tuple[bytes, bool]] = deque()
         self.queued = 0  # bytes in the queue
@@ -214,7 +145,7 @@ class _Peer:
 
     def offer(self, data: bytes) -> bool:
         """Send or queue ``data``; False (nothing sent) when it does not fit in
-        ``max_queue``. A frame larger than the bound is taken when the queue is empty."""
+        ``max_queue``. A record larger than the bound is taken when the queue is empty."""
         with self._lock:
             if self.closed:
                 return False
@@ -285,8 +216,8 @@ class _Peer:
         return sock
 
     def _write(self, data: bytes, continuation: bool) -> None:
-        """Write one frame (or the rest of one); a broken connection is retried once on a
-        new one, with the whole frame (a continuation cannot be: it is dropped)."""
+        """Write one record (or the rest of one); a broken connection is retried once on a
+        new one, with the whole record (a continuation cannot be: it is dropped)."""
         for attempt in (1, 2):
             try:
                 sock = self._sock
@@ -298,8 +229,8 @@ class _Peer:
                 self.owner.stats.sent += 1
                 return
             except (TimeoutError, BlockingIOError) as exc:
-                # Stuck (not reading) or too busy to accept: give the frame up. A partial
-                # frame is discarded by the peer when this connection closes.
+                # Stuck (not reading) or too busy to accept: give the record up. A partial
+                # record is discarded by the peer when this connection closes.
                 self._reset()
                 self.owner._dropped(self, f"peer did not take it within {exc or 'the timeout'}")
                 return
@@ -347,10 +278,10 @@ class UnixBroadcaster:
         node_id: this process's id (default ``host-pid-random``).
         cluster: the host registry for the same directory and node, exposed as
             :attr:`cluster` for the hub (presence and registry across the processes).
-        max_queue: bytes waiting for one peer beyond which frames for it are dropped.
-        send_timeout: seconds a peer may take to accept a frame (and a connection).
+        max_queue: bytes waiting for one peer beyond which records for it are dropped.
+        send_timeout: seconds a peer may take to accept a record (and a connection).
         max_message: the largest relay message sent or accepted, in bytes.
-        on_drop: also called with (peer node id, reason) for each dropped frame (they are
+        on_drop: also called with (peer node id, reason) for each dropped record (they are
             counted in :attr:`stats` and the ``mlsockets.metrics`` drop counter anyway).
     """
 
@@ -567,7 +498,7 @@ class UnixBroadcaster:
             raise InvalidState("the broadcaster is not attached to a hub")
         self._check_pid()
         started = time.perf_counter()
-        data = frame(encode(RelayMessage(self.node_id, target, envelope, skip)), self.max_message)
+        data = record(encode(RelayMessage(self.node_id, target, envelope, skip)), self.max_message)
         count = deliver(target, envelope, skip)
         if isinstance(target, ConnectionTarget) and count:
             return count  # connection ids are unique: nobody else has it
@@ -659,7 +590,7 @@ class UnixBroadcaster:
             ).start()
 
     def _read(self, sock: socket.socket) -> None:
-        reader = FrameReader(self.max_message)
+        reader = RecordReader(self.max_message)
         try:
             while True:
                 try:
@@ -670,7 +601,7 @@ class UnixBroadcaster:
                     break
                 try:
                     payloads = reader.feed(data)
-                except FrameError as exc:
+                except RecordError as exc:
                     self._invalid()
                     logger.warning("closing a relay connection: %s", exc)
                     return
@@ -689,7 +620,7 @@ class UnixBroadcaster:
             sock.close()
 
     def _invalid(self) -> None:
-        """Count a frame that could not be delivered (its WARNING is logged by the caller)."""
+        """Count a record that could not be delivered (its WARNING is logged by the caller)."""
         self.stats.invalid += 1
         metrics.broadcast_dropped(1, broadcaster="unix")
 
@@ -723,141 +654,3 @@ class UnixBroadcaster:
 
     def __repr__(self) -> str:
         return f"<UnixBroadcaster node={self.node_id} {self.directory.path}>"
-
-
-class UnixPublisher:
-    """Publishes relay messages to the serving processes in a directory, from any process
-    (what :meth:`mlsockets.broadcast.emitter.Emitter.for_directory` uses). No thread: each
-    publish connects to every socket, writes without blocking on any one peer, and gives a
-    peer up after ``timeout`` seconds.
-
-    Args:
-        path: the socket directory.
-        prefix: the servers' prefix.
-        timeout: seconds one publish may take in all.
-        max_message: the largest relay message, in bytes.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        prefix: str = "mls",
-        timeout: float = 2.0,
-        max_message: int = MAX_MESSAGE,
-    ) -> None:
-        self.path = os.fspath(path)
-        self.prefix = prefix
-        self.timeout = timeout
-        self.max_message = max_message
-        #: Frames given up for a peer that did not take them in time, since creation.
-        self.dropped = 0
-
-    def _directory(self) -> HostDirectory:
-        try:
-            return HostDirectory(self.path, self.prefix, create=False)
-        except FileNotFoundError:
-            raise BroadcastUnavailable(
-                f"no mlsockets server is running on this host: {self.path} does not exist "
-                "(is MLSOCKETS_BROADCAST_DIR the servers' directory?)"
-            ) from None
-
-    def publish(self, channel: str, payload: bytes) -> int:
-        """Send ``payload`` to every serving process; ``channel`` is not used (every
-        process reads every relay message).
-
-        Returns:
-            How many processes received the whole message.
-
-        Raises:
-            BroadcastUnavailable: no serving process is running in the directory, or none
-                took the message in time (nobody received it).
-            MessageTooLarge: ``payload`` exceeds ``max_message``.
-            ConfigurationError: the directory belongs to another user or is open to others.
-        """
-        data = frame(payload, self.max_message)
-        directory = self._directory()
-        sel = selectors.DefaultSelector()
-        pending: dict[socket.socket, tuple[NodeId, memoryview]] = {}
-        dead = busy = 0
-        try:
-            for node, path in directory.sockets():
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.setblocking(False)
-                try:
-                    sock.connect(path)
-                except BlockingIOError:  # its backlog is full: too busy to take it now
-                    sock.close()
-                    busy += 1
-                    logger.warning("peer %s is not accepting connections: message dropped", node)
-                    continue
-                except OSError as exc:
-                    sock.close()
-                    if is_refused(exc):
-                        dead += 1
-                        directory.reap(node)
-                        continue
-                    raise
-                pending[sock] = (node, memoryview(data))
-                sel.register(sock, selectors.EVENT_WRITE)
-            sent = self._send_all(sel, pending)
-        finally:
-            for sock in pending:
-                sock.close()
-            sel.close()
-        stuck = len(pending)
-        if stuck:
-            logger.warning(
-                "%d peer(s) did not take a relay message within %g s: dropped for them (%s)",
-                stuck,
-                self.timeout,
-                ", ".join(node for node, _ in pending.values()),
-            )
-        self.dropped += stuck + busy
-        if stuck or busy:
-            metrics.broadcast_dropped(stuck + busy, broadcaster="unix")
-        if not sent:
-            metrics.publish_failed("emitter")
-            if not (stuck or busy):
-                raise BroadcastUnavailable(
-                    f"no mlsockets server is running on this host: no live socket in "
-                    f"{self.path} (prefix {self.prefix!r}); nobody received the event"
-                )
-            raise BroadcastUnavailable(
-                f"no mlsockets server in {self.path} took the event within {self.timeout} s"
-            )
-        return sent
-
-    def _send_all(
-        self,
-        sel: selectors.BaseSelector,
-        pending: dict[socket.socket, tuple[NodeId, memoryview]],
-    ) -> int:
-        sent = 0
-        deadline = time.monotonic() + self.timeout
-        while pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            for key, _ in sel.select(left):
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
-                node, view = pending[sock]
-                try:
-                    view = view[sock.send(view) :]
-                except BlockingIOError:
-                    continue
-                except OSError as exc:  # it died meanwhile: not received, not stuck
-                    logger.info("peer %s went away during a publish: %s", node, exc)
-                else:
-                    if view:
-                        pending[sock] = (node, view)
-                        continue
-                    sent += 1
-                sel.unregister(sock)
-                del pending[sock]
-                sock.close()
-        return sent
-
-    def close(self) -> None:
-        """Nothing to release (no connection outlives a publish)."""

@@ -28,19 +28,14 @@ from mlsockets.broadcast.base import (
     User,
 )
 from mlsockets.broadcast.emitter import Emitter
-from mlsockets.broadcast.unix import (
-    HEADER,
-    MessageTooLarge,
-    UnixBroadcaster,
-    UnixPublisher,
-    frame,
-)
+from mlsockets.broadcast.records import HEADER, MessageTooLarge, record
+from mlsockets.broadcast.unix import UnixBroadcaster, UnixPublisher
 from mlsockets.channels.authorizers import ChannelAuthorizers
 from mlsockets.events import EventRouter
 from mlsockets.exceptions import ConfigurationError
 from mlsockets.formatters.base import FORMATTERS
 from mlsockets.hub import Hub, HubOptions
-from mlsockets.registry.unix import HostDirectory
+from mlsockets.registry.hostdir import HostDirectory
 from mlsockets.typing import ConnectionId, NodeId
 
 JSON = FORMATTERS["mlsockets.json.v1"]
@@ -262,7 +257,7 @@ def test_a_stuck_peer_never_blocks_the_publisher(make_hub: Make, directory: Path
             a.emit("load", "x" * 400_000 + str(i))  # returns at once: only queued
         wait_for(on_b.got("load", 8), what="the live peer getting everything")
         stats = a.broadcaster.stats  # type: ignore[attr-defined]
-        wait_for(lambda: stats.dropped == 8, what="frames for the stuck peer dropped")
+        wait_for(lambda: stats.dropped == 8, what="records for the stuck peer dropped")
         assert a.broadcaster.status()["peers"]["stuck"]["dropped"] == stats.dropped  # type: ignore[attr-defined, index]
     finally:
         stuck.close()
@@ -388,10 +383,10 @@ def test_bad_input_on_a_socket_is_dropped_and_counted(make_hub: Make, caplog: An
     broadcaster = hub.broadcaster
     path = broadcaster.directory.socket_path(broadcaster.node_id)  # type: ignore[attr-defined]
     bad = [
-        frame(b"not json"),
-        frame(b'{"v": 2, "origin": "newer-node"}'),  # a version this node does not read
+        record(b"not json"),
+        record(b'{"v": 2, "origin": "newer-node"}'),  # a version this node does not read
         HEADER.pack(5000) + b"x" * 10,  # over max_message: the connection is closed
-        HEADER.pack(50) + b"half",  # the publisher goes away inside the frame
+        HEADER.pack(50) + b"half",  # the publisher goes away inside the record
     ]
     before = metrics.COUNTS.dropped.get("unix", 0)
     for data in bad:

@@ -35,7 +35,7 @@ from host_support import (
 )
 
 from mlsockets.client import Client, ReceivedEvent
-from mlsockets.registry.unix import HostDirectory
+from mlsockets.registry.hostdir import HostDirectory
 
 pytestmark = pytest.mark.skipif(not GUNICORN.exists(), reason="gunicorn is not installed")
 
@@ -144,7 +144,7 @@ def test_broadcasts_reach_every_worker_once_presence_is_one_and_a_stuck_peer_blo
     ]
 
     # A stuck peer: a live process (its lock is held) whose socket never reads. Publishing
-    # big messages goes on; the frames for it are dropped, counted and logged.
+    # big messages goes on; the records for it are dropped, counted and logged.
     stuck_dir = HostDirectory(directory)
     stuck_dir.claim("stuck-peer")  # type: ignore[arg-type]
     stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -168,7 +168,7 @@ def test_broadcasts_reach_every_worker_once_presence_is_one_and_a_stuck_peer_blo
             dropped[body["pid"]] = body["peers"].get("stuck-peer", {}).get("dropped", 0)
             return sum(dropped.values())
 
-        wait_for(drops, what="the frames for the stuck peer counted as dropped")
+        wait_for(drops, what="the records for the stuck peer counted as dropped")
     finally:
         stuck.close()
         stuck_dir.release("stuck-peer")  # type: ignore[arg-type]
