@@ -78,7 +78,8 @@ from mlsockets.broadcast.relay import (
 )
 from mlsockets.broadcast.unix_publisher import UnixPublisher
 from mlsockets.exceptions import ConfigurationError, InvalidState
-from mlsockets.registry.hostdir import HostDirectory, is_refused, new_node_id
+from mlsockets.registry.cluster import new_node_id
+from mlsockets.registry.hostdir import HostDirectory, is_refused
 from mlsockets.registry.unix import HostRegistry
 from mlsockets.typing import ConnectionId, NodeId
 

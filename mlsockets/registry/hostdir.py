@@ -30,7 +30,6 @@ import fcntl
 import logging
 import os
 import re
-import socket
 import stat
 import time
 from pathlib import Path
@@ -42,7 +41,6 @@ __all__ = [
     "MAX_SOCKET_PATH",
     "HostDirectory",
     "is_refused",
-    "new_node_id",
 ]
 
 logger = logging.getLogger("mlsockets.registry")
@@ -51,12 +49,6 @@ _PREFIX = re.compile(r"[A-Za-z0-9_-]{1,32}\Z")
 _NODE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 # sockaddr_un.sun_path is 108 bytes on Linux, NUL included (unix(7)).
 MAX_SOCKET_PATH = 107
-
-
-def new_node_id() -> NodeId:
-    """``<host>-<pid>-<random>``: unique per process, safe in a file name."""
-    host = re.sub(r"[^A-Za-z0-9_-]", "", socket.gethostname().split(".")[0])[:20] or "node"
-    return NodeId(f"{host}-{os.getpid()}-{os.urandom(3).hex()}")
 
 
 def is_refused(exc: OSError) -> bool:

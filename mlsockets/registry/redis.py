@@ -74,6 +74,7 @@ from mlsockets.broadcast.base import ClusterUnavailable
 from mlsockets.broadcast.relay import ReconnectBackoff, RelayChannels
 from mlsockets.channels.presence import Member
 from mlsockets.exceptions import ConfigurationError, InvalidState
+from mlsockets.registry.cluster import PresenceHook, RefreshHook, json_object, new_node_id
 from mlsockets.typing import ChannelName, ConnectionId, NodeId, UserId
 
 __all__ = [
@@ -87,10 +88,6 @@ __all__ = [
 
 logger = logging.getLogger("mlsockets.registry")
 
-#: ``hook(channel, user_id, info)``: the hub announces ``mls.joined`` / ``mls.left``.
-PresenceHook = Callable[[ChannelName, UserId, Mapping[str, object]], None]
-#: ``refresh()``: the hub re-sends ``mls.presence`` (the cluster's member list) to its members.
-RefreshHook = Callable[[], None]
 _Announcement = tuple[PresenceHook, ChannelName, UserId, Mapping[str, object]]
 
 #: Redis errors that mean "cannot reach Redis" (as opposed to a bug in a command).
@@ -233,12 +230,6 @@ def redis_client(
         raise ConfigurationError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from None
 
 
-def new_node_id() -> NodeId:
-    """``<host>-<pid>-<random>``: unique per process, readable in logs and ``CLIENT LIST``."""
-    host = socket.gethostname().split(".")[0] or "node"
-    return NodeId(f"{host}-{os.getpid()}-{os.urandom(3).hex()}")
-
-
 def _entry(channel: str, user_id: str) -> str:
     # Byte-identical for the same pair, so SREM finds what SADD stored.
     return json.dumps([channel, user_id], ensure_ascii=False, separators=(",", ":"))
@@ -246,16 +237,6 @@ def _entry(channel: str, user_id: str) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _info(raw: bytes | str | None) -> Mapping[str, object]:
-    if raw is None:
-        return {}
-    try:
-        info = json.loads(raw)
-    except ValueError:
-        return {}
-    return info if isinstance(info, dict) else {}
 
 
 class RedisRegistry:
@@ -618,7 +599,7 @@ class RedisRegistry:
         announce: list[_Announcement] = []
         for (channel, user_id), info in zip(gone, outcomes[: len(gone)], strict=True):
             if info is not None and self._on_left is not None:
-                announce.append((self._on_left, channel, user_id, _info(info)))
+                announce.append((self._on_left, channel, user_id, json_object(info)))
         for ((channel, user_id), info), joined in zip(
             presence.items(), outcomes[len(gone) :], strict=True
         ):
@@ -790,7 +771,7 @@ class RedisRegistry:
             ClusterUnavailable: Redis cannot be reached.
         """
         raw = self._query(lambda: self._client.hgetall(self._key("pm", channel)))
-        members = [Member(UserId(_text(u)), _info(info)) for u, info in raw.items()]
+        members = [Member(UserId(_text(u)), json_object(info)) for u, info in raw.items()]
         return sorted(members, key=lambda m: m.user_id)
 
     def nodes(self) -> list[NodeId]:
@@ -819,7 +800,7 @@ class RedisRegistry:
             statuses: dict[NodeId, dict[str, object]] = {}
             for node, raw in zip(nodes, pipe.execute(), strict=True):
                 if raw is not None:  # None: its key expired (dead, not purged yet)
-                    statuses[node] = dict(_info(raw))
+                    statuses[node] = dict(json_object(raw))
             return statuses
 
         return cast(dict[NodeId, dict[str, object]], self._query(read))
@@ -877,7 +858,9 @@ class RedisRegistry:
             return None
         left = []
         for i in range(0, len(out), 3):
-            left.append((ChannelName(_text(out[i])), UserId(_text(out[i + 1])), _info(out[i + 2])))
+            left.append(
+                (ChannelName(_text(out[i])), UserId(_text(out[i + 1])), json_object(out[i + 2]))
+            )
         return left
 
     def __repr__(self) -> str:

@@ -34,12 +34,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from mlsockets.broadcast.base import ClusterUnavailable
 from mlsockets.channels.presence import Member
 from mlsockets.exceptions import ConfigurationError, InvalidState
+from mlsockets.registry.cluster import PresenceHook, RefreshHook, json_object
 from mlsockets.registry.hostdir import HostDirectory
 from mlsockets.typing import ChannelName, ConnectionId, NodeId, UserId
 
@@ -51,10 +52,6 @@ __all__ = [
 
 logger = logging.getLogger("mlsockets.registry")
 
-#: ``hook(channel, user_id, info)``: the hub announces ``mls.joined`` / ``mls.left``.
-PresenceHook = Callable[[ChannelName, UserId, Mapping[str, object]], None]
-#: ``refresh()``: the hub re-sends ``mls.presence`` to its members.
-RefreshHook = Callable[[], None]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (node TEXT PRIMARY KEY, pid INTEGER, started REAL);
@@ -66,14 +63,6 @@ CREATE TABLE IF NOT EXISTS presence (
     PRIMARY KEY (channel, user, node));
 CREATE INDEX IF NOT EXISTS presence_node ON presence (node);
 """
-
-
-def _info(raw: str | None) -> Mapping[str, object]:
-    try:
-        info = json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
-    return info if isinstance(info, dict) else {}
 
 
 _Entry = tuple[ChannelName, UserId]
@@ -493,7 +482,7 @@ class HostRegistry:
             "ORDER BY user",
             (channel,),
         )
-        return [Member(UserId(u), _info(info)) for u, info, _ in rows]
+        return [Member(UserId(u), json_object(info)) for u, info, _ in rows]
 
     def nodes(self) -> list[NodeId]:
         """The registered nodes whose process is alive (sorted)."""
@@ -545,7 +534,7 @@ class HostRegistry:
             db.execute("DELETE FROM conns WHERE node = ?", (node,))
             for channel, user_id, info in entries:
                 if not _present(db, channel, user_id):
-                    left.append((ChannelName(channel), UserId(user_id), _info(info)))
+                    left.append((ChannelName(channel), UserId(user_id), json_object(info)))
         return left
 
     def _call(self, hook: PresenceHook | None, *args: Any) -> None:
