@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import processes
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -43,36 +43,15 @@ def mlsockets(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -
     return run(sys.executable, "-m", "mlsockets", *args, env=env, cwd=cwd)
 
 
-class Processes:
-    """Subprocesses started by a test; killed and reaped at teardown, pipes closed."""
+class Processes(processes.Processes):
+    """Subprocesses run from the repository root in :func:`clean_env`; SIGKILLed at
+    teardown."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self, *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> Any:
-        """Popen with stdout piped (text) and stderr to a file, read by :func:`stderr`."""
-        path = self.tmp_path / f"stderr-{len(self.procs)}.log"
-        with open(path, "w") as log:  # the child keeps its own copy of the descriptor
-            proc = subprocess.Popen(
-                args, cwd=cwd, stdout=subprocess.PIPE, stderr=log, text=True,
-                env=env or clean_env(),
-            )  # fmt: skip
-        proc.stderr_path = path  # type: ignore[attr-defined]
-        self.procs.append(proc)
-        return proc
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
-            if proc.stdout is not None:
-                proc.stdout.close()
+        super().__init__(tmp_path, base_env=clean_env)
 
 
-def stderr(proc: Any) -> str:
-    return Path(proc.stderr_path).read_text()
+stderr = processes.stderr
 
 
 def serving_address(proc: Any) -> str:

@@ -7,16 +7,16 @@ unique across tests/).
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+import processes
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -107,44 +107,9 @@ def find_redis_server() -> str | None:
     return shutil.which("redis-server")
 
 
-class Processes:
-    """Subprocesses started by a test; killed and reaped at teardown."""
+class Processes(processes.Processes):
+    """Subprocesses run from this directory, with it and the repository on PYTHONPATH;
+    SIGKILLed at teardown."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self, *args: str, env: dict[str, str] | None = None) -> Any:
-        path = self.tmp_path / f"stderr-{len(self.procs)}.log"
-        with open(path, "w") as log:
-            proc = subprocess.Popen(
-                args,
-                cwd=HERE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                env={
-                    **os.environ,
-                    "PYTHONUNBUFFERED": "1",
-                    "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
-                    **(env or {}),
-                },
-            )
-        proc.stderr_path = path  # type: ignore[attr-defined]
-        self.procs.append(proc)
-        return proc
-
-    @staticmethod
-    def stderr(proc: Any) -> str:
-        return Path(proc.stderr_path).read_text()
-
-    def python(self, *args: str, env: dict[str, str] | None = None) -> Any:
-        return self.start(sys.executable, *args, env=env)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
-            if proc.stdout is not None:
-                proc.stdout.close()
+        super().__init__(tmp_path, cwd=HERE, pythonpath=(HERE, ROOT))

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+import processes
 
 from mlsockets.client import Client, ReceivedEvent
 
@@ -47,52 +47,12 @@ def wait_for(predicate: Callable[[], T], timeout: float = 20.0, what: str = "a c
         time.sleep(0.02)
 
 
-class Processes:
-    """Subprocesses started by a test; killed and reaped at teardown (also on failure)."""
+class Processes(processes.Processes):
+    """Subprocesses run from this directory, with it and the repository on PYTHONPATH;
+    stopped with SIGTERM at teardown (SIGKILL after 10 s), so gunicorn cleans its sockets."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self, *args: str, env: dict[str, str] | None = None) -> Any:
-        path = self.tmp_path / f"stderr-{len(self.procs)}.log"
-        with open(path, "w") as log:
-            proc = subprocess.Popen(
-                args,
-                cwd=HERE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                env={
-                    **os.environ,
-                    "PYTHONUNBUFFERED": "1",
-                    "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
-                    **(env or {}),
-                },
-            )
-        proc.stderr_path = path  # type: ignore[attr-defined]
-        self.procs.append(proc)
-        return proc
-
-    @staticmethod
-    def stderr(proc: Any) -> str:
-        return Path(proc.stderr_path).read_text()
-
-    def python(self, *args: str, env: dict[str, str] | None = None) -> Any:
-        return self.start(sys.executable, *args, env=env)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=10)
-            if proc.stdout is not None:
-                proc.stdout.close()
+        super().__init__(tmp_path, cwd=HERE, pythonpath=(HERE, ROOT), stop_signal=signal.SIGTERM)
 
 
 def http_json(port: int, method: str, path: str, body: object = None) -> tuple[int, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from subprocs import Processes
+from processes import Processes
 
 from mlsockets.transport.gevent import Server, ServerOptions
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import gevent
 import pytest
-from subprocs import ROOT, Processes
+from processes import ROOT, Processes
 from websockets.exceptions import ConnectionClosed as ClientClosed
 from websockets.sync.client import unix_connect
 from wsclients import ws_connect

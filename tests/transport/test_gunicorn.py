@@ -13,7 +13,7 @@ from typing import Any
 import gevent
 import pytest
 from gunicorn import config
-from subprocs import ROOT, Processes
+from processes import ROOT, Processes
 from websockets.exceptions import ConnectionClosed as ClientClosed
 from wsclients import RawClient, request, ws_connect
 
