@@ -64,9 +64,8 @@ from mlsockets.broadcast.relay import (
     ReconnectBackoff,
     RelayChannels,
     RelayError,
+    RelayInbox,
     RelayMessage,
-    UnsupportedVersion,
-    decode,
     encode,
 )
 from mlsockets.exceptions import ConfigurationError, InvalidState
@@ -253,7 +252,7 @@ class RedisBroadcaster:
         self._connected = threading.Event()  # for startup="fail"
         self._last_error: BaseException | None = None
         self._pid: int | None = None
-        self._warned_versions: set[tuple[str | None, object]] = set()
+        self._inbox = RelayInbox(self.node_id)
         self._owns_cluster = False
         # metrics: state and stats are read at each fold (relay state, reconnects, drops)
         metrics.watch_relay(self)
@@ -677,19 +676,11 @@ class RedisBroadcaster:
         stats = self.stats
         stats.received += 1
         try:
-            message = decode(data)
-        except UnsupportedVersion as exc:
+            message = self._inbox.open(data)
+        except RelayError:
             stats.dropped += 1
-            key = (exc.origin, exc.version)
-            if key not in self._warned_versions:  # once per origin and version
-                self._warned_versions.add(key)
-                logger.warning("dropping relay messages from %s: %s", exc.origin or "?", exc)
             return
-        except RelayError as exc:
-            stats.dropped += 1
-            logger.warning("dropping a malformed relay message: %s", exc)
-            return
-        if message.origin == self.node_id:
+        if message is None:
             stats.own += 1
             return
         deliver = self._deliver

@@ -38,6 +38,7 @@ its own connections (so a send to a user needs no lookup of where the user is co
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 from collections.abc import Callable, Mapping
@@ -58,9 +59,12 @@ __all__ = [
     "ReconnectBackoff",
     "encode",
     "decode",
+    "RelayInbox",
     "target_to_wire",
     "target_from_wire",
 ]
+
+logger = logging.getLogger("mlsockets.broadcast")
 
 #: The version of the relay message format this code writes and reads.
 RELAY_VERSION = 1
@@ -255,6 +259,38 @@ def _from_wire(obj: Any) -> RelayMessage:
         envelope,
         None if skip is None else ConnectionId(skip),
     )
+
+
+class RelayInbox:
+    """Opens the relay messages that reach one node, whatever carried them (Redis, a Unix
+    socket): decodes them, logs the ones to drop, and recognises the node's own.
+
+    Call :meth:`open` with each message's bytes; deliver what it returns.
+    """
+
+    def __init__(self, node_id: NodeId) -> None:
+        self.node_id = node_id
+        self._warned_versions: set[tuple[str | None, object]] = set()
+
+    def open(self, data: bytes) -> RelayMessage | None:
+        """The relay message in ``data``, or None when this node published it.
+
+        Raises:
+            RelayError: ``data`` is to be dropped (malformed, or a version this node does not
+                read); it was logged at WARNING (a version once per origin and version).
+        """
+        try:
+            message = decode(data)
+        except UnsupportedVersion as exc:
+            key = (exc.origin, exc.version)
+            if key not in self._warned_versions:  # once per origin and version
+                self._warned_versions.add(key)
+                logger.warning("dropping relay messages from %s: %s", exc.origin or "?", exc)
+            raise
+        except RelayError as exc:
+            logger.warning("dropping a malformed relay message: %s", exc)
+            raise
+        return None if message.origin == self.node_id else message
 
 
 @dataclass(frozen=True, slots=True)

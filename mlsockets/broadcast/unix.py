@@ -71,9 +71,8 @@ from mlsockets.broadcast.records import (
 )
 from mlsockets.broadcast.relay import (
     RelayError,
+    RelayInbox,
     RelayMessage,
-    UnsupportedVersion,
-    decode,
     encode,
 )
 from mlsockets.broadcast.unix_publisher import UnixPublisher
@@ -319,7 +318,7 @@ class UnixBroadcaster:
         self._readers: set[socket.socket] = set()
         self._pid: int | None = None
         self._closed = False
-        self._warned_versions: set[tuple[str | None, object]] = set()
+        self._inbox = RelayInbox(self.node_id)
         self._owns_cluster = False
 
     @classmethod
@@ -630,19 +629,11 @@ class UnixBroadcaster:
         stats = self.stats
         stats.received += 1
         try:
-            message = decode(payload)
-        except UnsupportedVersion as exc:
+            message = self._inbox.open(payload)
+        except RelayError:
             self._invalid()
-            key = (exc.origin, exc.version)
-            if key not in self._warned_versions:
-                self._warned_versions.add(key)
-                logger.warning("dropping relay messages from %s: %s", exc.origin or "?", exc)
             return
-        except RelayError as exc:
-            self._invalid()
-            logger.warning("dropping a malformed relay message: %s", exc)
-            return
-        if message.origin == self.node_id:
+        if message is None:
             stats.own += 1
             return
         deliver = self._deliver

@@ -17,6 +17,7 @@ from mlsockets.broadcast.relay import (
     ReconnectBackoff,
     RelayChannels,
     RelayError,
+    RelayInbox,
     RelayMessage,
     UnsupportedVersion,
     decode,
@@ -213,3 +214,26 @@ def test_the_lazy_emitter_export_loads_no_redis_until_used() -> None:
         "assert 'redis' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=30)
+
+
+class TestRelayInbox:
+    def test_opens_others_messages_and_recognises_its_own(self) -> None:
+        inbox = RelayInbox(NodeId("me"))
+        theirs = RelayMessage(NodeId("them"), Everyone(), ENVELOPE)
+        assert inbox.open(encode(theirs)) == theirs
+        assert inbox.open(encode(RelayMessage(NodeId("me"), Everyone(), ENVELOPE))) is None
+
+    def test_drops_are_raised_and_a_version_is_warned_once(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        inbox = RelayInbox(NodeId("me"))
+        newer = json.dumps({"v": 2, "origin": "new-node"}).encode()
+        for _ in range(3):
+            with pytest.raises(UnsupportedVersion):
+                inbox.open(newer)
+        with pytest.raises(RelayError):
+            inbox.open(b"not a relay message")
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 2
+        assert warnings[0].startswith("dropping relay messages from new-node")
+        assert warnings[1].startswith("dropping a malformed relay message")
